@@ -20,6 +20,7 @@ load models that use it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -210,7 +211,7 @@ class _LocScaleLikelihood(Likelihood):
     def distribution(self, loc: Tensor, raw: Tensor | None = None) -> Distribution:  # type: ignore[override]
         return self.family(loc, self.scale_from(raw, loc), validate_args=False)
 
-    family: ClassVar[type[Distribution]]
+    family: ClassVar[Callable[..., Distribution]]
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, scale={self.scale_mode!r}, sigma={self.sigma}"
@@ -310,7 +311,7 @@ class DiscretizedLogisticMixture(Distribution):
         weights = F.softmax(self.logit_weights, dim=-1)
         return (weights * self.loc).sum(-1).clamp(0, 1)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> Tensor:
         shape = torch.Size(sample_shape) + self.logit_weights.shape
         with torch.no_grad():
             gumbel = -torch.log(
@@ -346,8 +347,8 @@ class DiscretizedLogisticLikelihood(Likelihood):
     def forward(self, h: Tensor) -> Distribution:
         if h.dim() < 2 or h.shape[1] % self.params_per_element:
             raise ValueError(
-                f"discretized_logistic needs decoder output of shape (B, {self.params_per_element}*C,"
-                f" ...), got {tuple(h.shape)}"
+                "discretized_logistic needs decoder output of shape "
+                f"(B, {self.params_per_element}*C, ...), got {tuple(h.shape)}"
             )
         device_type = h.device.type if h.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):

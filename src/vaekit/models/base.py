@@ -275,6 +275,8 @@ class VAE(nn.Module):
 
     model_type: ClassVar[str] = ""
     config_class: ClassVar[type[VAEConfig]] = VAEConfig
+    prior_loc: Tensor
+    prior_scale: Tensor
 
     def __init__(self, config: VAEConfig):
         super().__init__()
@@ -517,7 +519,9 @@ class VAE(nn.Module):
 
     def _labels_for(self, n: int, y: Tensor | int | None) -> Tensor | None:
         if isinstance(y, int) and not isinstance(y, bool):
-            y = torch.full((n,), y, dtype=torch.long, device=self.device)
+            return torch.full((n,), y, dtype=torch.long, device=self.device)
+        if y is not None and not isinstance(y, Tensor):
+            raise TypeError(f"y must be a LongTensor or an int class index, got {type(y).__name__}")
         return y
 
     @torch.no_grad()

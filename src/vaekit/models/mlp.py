@@ -12,6 +12,7 @@ a linear decoder mean with no output nonlinearity and an isotropic learned noise
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +62,7 @@ class MLPVAEConfig(VAEConfig):
 
 def _mlp(dims: list[int], config: MLPVAEConfig) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for d_in, d_out in zip(dims[:-1], dims[1:]):
+    for d_in, d_out in itertools.pairwise(dims):
         layers.append(nn.Linear(d_in, d_out))
         if config.norm == "batch":
             layers.append(nn.BatchNorm1d(d_out))
