@@ -1,4 +1,5 @@
-"""Shared pytest fixtures.
+"""Shared fixtures. The device comes from VAEKIT_TEST_DEVICE (default "cpu"), so the same
+suite runs on a GPU machine: ``VAEKIT_TEST_DEVICE=cuda bash scripts/test.sh``.
 
 Hub fixtures: tests never reach the real Hugging Face Hub. ``huggingface_hub`` is offline for
 every test, except inside the ``hub`` fixture, which points it at the local emulator in
@@ -14,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-# Before anything imports huggingface_hub: its constants are read at import time.
+# Tests never reach the real Hugging Face Hub; hub tests point the client at tests/hub_server.
+# Forced, not setdefault: an HF_HUB_OFFLINE=0 in the caller's environment must not put tests
+# online. Set before anything imports huggingface_hub, which reads it at import time.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
@@ -24,6 +28,29 @@ from huggingface_hub import constants as hf_constants
 hf_constants.HF_HUB_OFFLINE = True  # in case huggingface_hub was imported before this file
 
 from hub_server import HubServer  # noqa: E402
+
+TEST_DEVICE = torch.device(os.environ.get("VAEKIT_TEST_DEVICE", "cpu"))
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """The device under test (``VAEKIT_TEST_DEVICE``, default CPU)."""
+    return TEST_DEVICE
+
+
+def low_precision_dtypes() -> list[torch.dtype]:
+    """Autocast dtypes worth testing on the device under test."""
+    return [torch.bfloat16, torch.float16] if TEST_DEVICE.type == "cuda" else [torch.bfloat16]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+# --------------------------------------------------------------------------------------------
+# Hub fixtures
+# --------------------------------------------------------------------------------------------
 
 
 class _FastTime:

@@ -7,7 +7,6 @@ huggingface_hub at tests/hub_server.py on 127.0.0.1; every other test runs offli
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,6 @@ from vaekit.hub import (
     WeightsMismatchError,
 )
 from vaekit.models import MLPVAE, VAE, ConvVAE, register_model
-
-TEST_DEVICE = os.environ.get("VAEKIT_TEST_DEVICE", "cpu")
 
 LIKELIHOODS = [
     ("bernoulli", {}),
@@ -151,18 +148,18 @@ def test_conditional_model_round_trips(tmp_path):
     assert "model.sample(16, y=0)" in (tmp_path / "m" / "README.md").read_text()
 
 
-def test_dtype_and_device_are_applied_and_model_is_in_eval_mode(tmp_path):
+def test_dtype_and_device_are_applied_and_model_is_in_eval_mode(tmp_path, device):
     model = make_model("conv", "gaussian")
     model.train()
     path = model.save_pretrained(tmp_path / "m")
-    loaded = ConvVAE.from_pretrained(path, dtype=torch.float64, device=TEST_DEVICE)
+    loaded = ConvVAE.from_pretrained(path, dtype=torch.float64, device=device)
     assert not loaded.training and not any(m.training for m in loaded.modules())
     assert {p.dtype for p in loaded.parameters()} == {torch.float64}
     assert loaded.dtype == torch.float64  # the non-persistent prior buffers follow too
-    assert {p.device.type for p in loaded.parameters()} == {torch.device(TEST_DEVICE).type}
+    assert {p.device.type for p in loaded.parameters()} == {device.type}
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key].cpu(), value.double()), key
-    z = torch.zeros(2, 3, dtype=torch.float64, device=TEST_DEVICE)
+    z = torch.zeros(2, 3, dtype=torch.float64, device=device)
     assert loaded.decode(z).mean.dtype == torch.float64
     default = ConvVAE.from_pretrained(path)
     assert {p.device.type for p in default.parameters()} == {"cpu"}
