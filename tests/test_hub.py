@@ -7,7 +7,10 @@ huggingface_hub at tests/hub_server.py on 127.0.0.1; every other test runs offli
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -167,6 +170,16 @@ def test_dtype_and_device_are_applied_and_model_is_in_eval_mode(tmp_path, device
         ConvVAE.from_pretrained(path, dtype=torch.int64)
     with pytest.raises(ValueError, match="device"):
         ConvVAE.from_pretrained(path, device="not-a-device")
+
+
+def test_auto_device_uses_the_accelerator_if_any(tmp_path):
+    path = make_model("mlp").save_pretrained(tmp_path / "m")
+    accelerator = (
+        torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    )
+    expected = accelerator.type if accelerator is not None else "cpu"
+    loaded = MLPVAE.from_pretrained(path, device="auto")
+    assert {p.device.type for p in loaded.parameters()} == {expected}
 
 
 def test_saved_precision_is_kept_when_dtype_is_not_given(tmp_path):
@@ -644,6 +657,18 @@ def test_push_to_hub_uploads_the_saved_files(monkeypatch, tmp_path, hub):
 # --------------------------------------------------------------------------------------------
 # The emulator itself (shared test infrastructure)
 # --------------------------------------------------------------------------------------------
+
+
+def test_emulator_env_points_a_subprocess_at_it(hub, tmp_path):
+    hub.add_repo("user/sub", {"config.json": b'{"from": "emulator"}'})
+    env = {**os.environ, **hub.client_env(), "HF_HUB_CACHE": str(tmp_path / "sub-cache")}
+    script = "from huggingface_hub import hf_hub_download as d; print(open(d('user/sub', 'config.json')).read())"
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '{"from": "emulator"}'
+    assert any(r.path == "/user/sub/resolve/main/config.json" for r in hub.requests)
 
 
 def test_emulator_serves_snapshot_download(hub, tmp_path):
