@@ -6,7 +6,7 @@ Example:
     >>> from vaekit.data import load_dataset
     >>> train = load_dataset("shapes", split="train", image_size=32, num_positions=4)
     >>> train.x.shape, train.factor_names[:2]
-    (torch.Size([1728, 1, 32, 32]), ('shape', 'scale'))
+    (torch.Size([1382, 1, 32, 32]), ('shape', 'scale'))
 """
 
 from vaekit.data.celeba import CelebADataset, load_celeba
