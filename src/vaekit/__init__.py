@@ -8,4 +8,33 @@ Example:
     torch.Size([])
 """
 
+from vaekit.likelihoods import Likelihood, list_likelihoods, register_likelihood
+from vaekit.models import (
+    MLPVAE,
+    VAE,
+    ConvVAE,
+    ConvVAEConfig,
+    MLPVAEConfig,
+    VAEConfig,
+    VAEOutput,
+    list_models,
+    register_model,
+)
+
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "MLPVAE",
+    "VAE",
+    "ConvVAE",
+    "ConvVAEConfig",
+    "Likelihood",
+    "MLPVAEConfig",
+    "VAEConfig",
+    "VAEOutput",
+    "__version__",
+    "list_likelihoods",
+    "list_models",
+    "register_likelihood",
+    "register_model",
+]
