@@ -1,7 +1,5 @@
 """Static and dynamic Bernoulli binarization."""
 
-import os
-
 import pytest
 import torch
 
@@ -47,8 +45,7 @@ def test_dynamic_binarize_mean_is_the_grey_level(dtype):
     assert torch.equal(b, dynamic_binarize(x, generator=torch.Generator().manual_seed(0)))
 
 
-def test_dynamic_binarize_stays_on_the_test_device():
-    device = torch.device(os.environ.get("VAEKIT_TEST_DEVICE", "cpu"))
+def test_dynamic_binarize_stays_on_the_test_device(device):
     x = torch.full((1000, 100), 0.25, device=device)
     b = dynamic_binarize(x, generator=torch.Generator(device=device).manual_seed(1))
     assert b.device == x.device and abs(b.mean().item() - 0.25) < 0.01

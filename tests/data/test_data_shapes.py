@@ -177,3 +177,10 @@ def test_bad_options_are_rejected():
         load_dataset("shapes", test_size=1.5, **SMALL)
     with pytest.raises(ValueError, match="image_size"):
         render_shapes(torch.zeros(1, 5), image_size=4)
+
+
+def test_render_on_the_test_device_matches_cpu(device):
+    factors, _ = shapes_factor_grid(num_scales=2, num_rotations=3, num_positions=2)
+    on_device = render_shapes(factors.to(device), image_size=32)
+    assert on_device.device.type == device.type
+    assert torch.allclose(on_device.cpu(), render_shapes(factors, image_size=32), atol=1e-4)
