@@ -8,6 +8,7 @@ Example:
     torch.Size([])
 """
 
+from vaekit import data
 from vaekit.likelihoods import Likelihood, list_likelihoods, register_likelihood
 from vaekit.models import (
     MLPVAE,
@@ -33,6 +34,7 @@ __all__ = [
     "VAEConfig",
     "VAEOutput",
     "__version__",
+    "data",
     "list_likelihoods",
     "list_models",
     "register_likelihood",
