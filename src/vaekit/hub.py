@@ -170,6 +170,10 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 
 _NETWORK_ERRORS = _network_errors()
+# huggingface_hub < 1.0 has no RemoteEntryNotFoundError; its EntryNotFoundError is the remote one.
+_REMOTE_ENTRY_NOT_FOUND: type[Exception] = getattr(
+    hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError
+)
 _LISTING_ERRORS: tuple[type[BaseException], ...] = (
     hf_errors.HfHubHTTPError,
     OSError,
@@ -899,7 +903,7 @@ class _HubSource(_Source):
             )
         except hf_errors.LocalEntryNotFoundError as err:
             self._raise_not_cached(filename, err)
-        except hf_errors.RemoteEntryNotFoundError:
+        except _REMOTE_ENTRY_NOT_FOUND:
             return None
         except hf_errors.HFValidationError as err:
             raise ValueError(
