@@ -9,6 +9,7 @@ Example:
 """
 
 from vaekit import data
+from vaekit.hub import AutoVAE, HubLoadError
 from vaekit.likelihoods import Likelihood, list_likelihoods, register_likelihood
 from vaekit.models import (
     MLPVAE,
@@ -27,8 +28,10 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "MLPVAE",
     "VAE",
+    "AutoVAE",
     "ConvVAE",
     "ConvVAEConfig",
+    "HubLoadError",
     "Likelihood",
     "MLPVAEConfig",
     "VAEConfig",
