@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
 from torch.distributions import kl_divergence
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import TEST_DEVICE as DEVICE
 from vaekit import MLPVAE
 from vaekit.evaluation import evaluate
 
-DEVICE = torch.device(os.environ.get("VAEKIT_TEST_DEVICE", "cpu"))
 SHAPE = (1, 6, 6)
 
 
@@ -220,3 +219,13 @@ def test_clear_errors(data, kwargs, match) -> None:
 def test_rejects_unsupported_data() -> None:
     with pytest.raises(TypeError, match="Dataset"):
         evaluate(small_model(), 3.0, progress=False)  # type: ignore[arg-type]
+
+
+def test_device_argument_moves_the_model_only_for_the_call() -> None:
+    model, x = small_model(), binary_data(10)
+    a = evaluate(model, x, num_samples=5, progress=False)
+    assert evaluate(model, x, num_samples=5, device=DEVICE.type, progress=False) == a
+    auto = evaluate(model, x, num_samples=5, device="auto", progress=False)
+    assert model.device == x.device and math.isfinite(auto["nll"])
+    with pytest.raises(ValueError, match="device"):
+        evaluate(model, x, device="not-a-device", progress=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from statistics import NormalDist
@@ -13,9 +12,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.io import read_image
 
+from conftest import TEST_DEVICE as DEVICE
 from vaekit import MLPVAE, viz
 
-DEVICE = torch.device(os.environ.get("VAEKIT_TEST_DEVICE", "cpu"))
 SHAPE = (1, 8, 8)
 # torchvision 0.29 deprecates its image codecs (in favour of TorchCodec); read_image still works.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")

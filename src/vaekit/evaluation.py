@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from vaekit.hub import _resolve_device as resolve_device
 from vaekit.likelihoods import BernoulliLikelihood, DiscretizedLogisticLikelihood
 from vaekit.models.base import VAE
 from vaekit.objectives import kl_per_dim
@@ -65,17 +66,13 @@ def _on_device(model: nn.Module, device: torch.device, current: torch.device) ->
 
 
 def _resolve_device(device: str | torch.device | None, model: VAE) -> torch.device:
+    """``None`` is the model's device; ``"cuda"`` the model's own cuda device if it is on one;
+    ``"auto"`` and device names as in :func:`vaekit.hub.load_pretrained`."""
     if device is None:
         return model.device
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be a torch.device or a name like 'cpu' or 'cuda:0', got {device!r}"
-        ) from err
-    current = model.device
-    if resolved.index is None and resolved.type == current.type:
-        return current  # "cuda" means the model's own cuda device
+    resolved = resolve_device(device)
+    if resolved.index is None and resolved.type == model.device.type:
+        return model.device
     return resolved
 
 
@@ -170,8 +167,9 @@ def evaluate(
         batch_size: examples per batch for tensors and datasets (default 128); ``None`` for a
             ``DataLoader``, whose own batch size is used.
         seed: seed of the generator for the latent samples.
-        device: where to compute; ``None`` uses the model's device. The model is moved there
-            for the call and moved back afterwards.
+        device: where to compute: ``None`` (the model's device), ``"auto"`` (an accelerator
+            if there is one) or a device such as ``"cuda:0"``. The model is moved there for
+            the call and moved back afterwards.
         progress: show a tqdm bar; ``None`` shows it only when writing to a terminal.
         max_memory_elements: at most this many decoder output elements (``samples * batch *
             prod(input_shape) * params_per_element``) at once, through the ``chunk_size`` of
