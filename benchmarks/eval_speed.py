@@ -17,7 +17,6 @@ share of the machine's matmul speed that evaluation turns into useful decoder FL
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -25,10 +24,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vaekit import MLPVAE
+from vaekit.data.dataset import static_binarize
+from vaekit.data.idx import read_idx
 from vaekit.evaluation import evaluate
 
 IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
@@ -39,13 +39,7 @@ ENCODER_FLOPS = 2 * (PIXELS * HIDDEN + HIDDEN * 2 * LATENT)  # per image
 
 def load_binarized(path: Path, seed: int = 0) -> torch.Tensor:
     """The IDX images as (N, 1, 28, 28) float32, binarised once with a fixed seed."""
-    raw = gzip.decompress(path.read_bytes())
-    if int.from_bytes(raw[:4], "big") != 0x00000803:
-        raise ValueError(f"{path} is not an IDX file of uint8 images")
-    n, rows, cols = (int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in (1, 2, 3))
-    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, 1, rows, cols)
-    grey = torch.from_numpy(pixels.copy()).float() / 255
-    return torch.bernoulli(grey, generator=torch.Generator().manual_seed(seed))
+    return static_binarize(read_idx(path).unsqueeze(1).float() / 255, seed=seed)
 
 
 def matmul_peak(rows: int, device: torch.device, repeats: int = 10) -> float:
