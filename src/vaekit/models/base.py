@@ -607,8 +607,9 @@ class VAE(nn.Module):
             )
             z = loc + scale * eps  # (k, B, D)
             y_k = None if y1h is None else repeat(y1h, "b c -> (k b) c", k=k)
-            px = self._likelihood(z.flatten(0, 1), y_k)
-            log_px = px.log_prob(repeat(x, "b ... -> (k b) ...", k=k)).view(k, batch)
+            h = self.decoder_output(z.flatten(0, 1), y_k).unflatten(0, (k, batch))
+            px = self.likelihood(h, event_dims=len(self.input_shape))  # batch shape (k, B)
+            log_px = px.log_prob(x)  # x broadcasts over the k samples: (k, B)
             log_ws.append(log_px + pz.log_prob(z) - qz.log_prob(z))
         return iwae_bound(torch.cat(log_ws))
 
