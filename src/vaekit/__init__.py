@@ -8,6 +8,8 @@ Example:
     torch.Size([])
 """
 
+from vaekit import data
+from vaekit.hub import AutoVAE, HubLoadError
 from vaekit.likelihoods import Likelihood, list_likelihoods, register_likelihood
 from vaekit.models import (
     MLPVAE,
@@ -26,13 +28,16 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "MLPVAE",
     "VAE",
+    "AutoVAE",
     "ConvVAE",
     "ConvVAEConfig",
+    "HubLoadError",
     "Likelihood",
     "MLPVAEConfig",
     "VAEConfig",
     "VAEOutput",
     "__version__",
+    "data",
     "list_likelihoods",
     "list_models",
     "register_likelihood",
