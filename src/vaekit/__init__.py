@@ -8,7 +8,8 @@ Example:
     torch.Size([])
 """
 
-from vaekit import data
+from vaekit import data, viz
+from vaekit.evaluation import evaluate
 from vaekit.hub import AutoVAE, HubLoadError
 from vaekit.likelihoods import Likelihood, list_likelihoods, register_likelihood
 from vaekit.models import (
@@ -38,8 +39,10 @@ __all__ = [
     "VAEOutput",
     "__version__",
     "data",
+    "evaluate",
     "list_likelihoods",
     "list_models",
     "register_likelihood",
     "register_model",
+    "viz",
 ]
