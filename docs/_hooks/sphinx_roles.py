@@ -60,6 +60,9 @@ class SphinxRoles(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         self._rewrite(pkg, pkg)
 
+    # Older Griffe versions call this hook `on_package_loaded`; the rewrite is idempotent.
+    on_package_loaded = on_package
+
     def _rewrite(self, root: griffe.Module, obj: griffe.Object) -> None:
         if obj.docstring is not None:
             scope = obj if obj.is_class or obj.is_module else (obj.parent or obj)
