@@ -12,6 +12,7 @@ from trainer_helpers import (
     DEVICE,
     PRECISIONS,
     PlainDataset,
+    Recorder,
     assert_same_weights,
     make_config,
     make_dataset,
@@ -22,33 +23,6 @@ from trainer_helpers import (
 import vaekit
 from vaekit.objectives import make_beta_schedule
 from vaekit.training import Callback, Trainer, lr_factor
-
-
-class Recorder(Callback):
-    """Records every hook call and step metrics."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.steps: list[dict[str, Any]] = []
-
-    def on_fit_start(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        self.calls.append("fit_start")
-
-    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        self.calls.append("step")
-        self.steps.append(dict(metrics))
-
-    def on_log(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        self.calls.append("log")
-
-    def on_eval_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        self.calls.append("eval")
-
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        self.calls.append("epoch")
-
-    def on_fit_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        self.calls.append("fit_end")
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 import vaekit
-from vaekit.training import TrainConfig
+from vaekit.training import Callback, TrainConfig, Trainer
 
 DEVICE = os.environ.get("VAEKIT_TEST_DEVICE", "cpu")
 ON_CPU = torch.device(DEVICE).type == "cpu"
@@ -83,3 +83,30 @@ class PlainDataset(torch.utils.data.Dataset):
         if self._labels is None:
             return self._x[i]
         return self._x[i], self._labels[i]
+
+
+class Recorder(Callback):
+    """Records every hook call and step metrics."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.steps: list[dict[str, Any]] = []
+
+    def on_fit_start(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.calls.append("fit_start")
+
+    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.calls.append("step")
+        self.steps.append(dict(metrics))
+
+    def on_log(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.calls.append("log")
+
+    def on_eval_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.calls.append("eval")
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.calls.append("epoch")
+
+    def on_fit_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        self.calls.append("fit_end")

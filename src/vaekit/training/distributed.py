@@ -8,6 +8,7 @@ rank 0 log and write files.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def setup_distributed(device: torch.device) -> DistInfo:
 
     Returns:
         This process's rank, the world size, its local rank, and whether the group was
-        created here (the trainer then destroys it at the end of ``fit``).
+        created here (it is then destroyed when the process exits).
     """
     if dist.is_available() and dist.is_initialized():
         return DistInfo(
@@ -83,12 +84,20 @@ def setup_distributed(device: torch.device) -> DistInfo:
         backend = dist.Backend.default_device_backend_map.get(device.type, "gloo")
     logger.info("initialising the process group: backend=%s world_size=%d", backend, world_size)
     dist.init_process_group(backend=backend)
+    # The group lives as long as the process: re-creating it between two fit() calls races
+    # with stale rendezvous keys in the launcher's store, so it is destroyed only at exit.
+    atexit.register(_destroy_process_group)
     return DistInfo(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
         local_rank=_env_int("LOCAL_RANK", 0),
         created_group=True,
     )
+
+
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def shard_indices(indices: torch.Tensor, rank: int, world_size: int, pad: bool) -> torch.Tensor:

@@ -792,7 +792,10 @@ class Trainer:
             return None
         self._check_weights_finite()
         state = self._training_state(batch_in_epoch)  # collective under DDP
+        self._last_saved_step = self.step
         if not self.is_main_process:
+            name = ckpt.checkpoint_name(self.step)
+            self._last_checkpoint = self.output_dir / "checkpoints" / name
             return None
         path = ckpt.write_checkpoint(
             self.output_dir / "checkpoints",
@@ -802,7 +805,6 @@ class Trainer:
             keep_last=self.config.keep_last,
         )
         self._last_checkpoint = path
-        self._last_saved_step = self.step
         logger.info("checkpoint written: %s", path)
         return path
 
@@ -1117,8 +1119,6 @@ class Trainer:
                 cb.close()
             except Exception:  # closing must not hide the error that ended training
                 logger.exception("error while closing callback %s", type(cb).__name__)
-        if self._dist.created_group and dist.is_initialized():
-            dist.destroy_process_group()
         self._forward = None  # type: ignore[assignment]
 
     def _call(self, hook: str, metrics: dict[str, Any]) -> None:
