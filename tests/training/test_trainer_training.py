@@ -245,3 +245,46 @@ def test_evaluate_returns_negative_elbo_and_leaves_state_alone() -> None:
     assert first["loss"] == pytest.approx(first["kl"] - first["log_px"])
     assert first["elbo"] == -first["loss"]
     assert model.training
+
+
+class ImageTensors(torch.utils.data.Dataset):
+    """Duck-typed like vaekit.data.TensorImageDataset: `.x`, `.labels` and `binarize`."""
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, binarize: str | None = None):
+        self.x, self.labels, self.binarize = x, labels, binarize
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int) -> Any:  # the fast path never calls this
+        raise AssertionError("the in-memory fast path must not read examples one by one")
+
+
+def test_dataset_with_x_and_labels_takes_the_fast_path_and_binarizes() -> None:
+    seen: list[torch.Tensor] = []
+
+    class Spy(vaekit.MLPVAE):
+        def forward(self, x: torch.Tensor, y: Any = None, **kwargs: Any) -> Any:
+            if self.training:
+                seen.append(x.detach())
+            return super().forward(x, y, **kwargs)
+
+    torch.manual_seed(0)
+    model = Spy(input_shape=(1, 8, 8), latent_dim=2, hidden_dims=(8,), num_classes=4)
+    x, labels = make_images(64)
+    data = ImageTensors(x, labels, binarize="dynamic")
+    history = Trainer(model, data, config=make_config(max_epochs=1)).fit()
+    assert history[0]["step"] == 2
+    assert all(set(torch.unique(b).tolist()) <= {0.0, 1.0} for b in seen)
+
+
+def test_compile_trains_and_saves_the_plain_module(tmp_path: Any) -> None:
+    model = make_model()
+    config = make_config(max_epochs=2, compile=True, output_dir=str(tmp_path))
+    history = Trainer(model, make_dataset(128), config=config).fit()
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    assert type(model) is vaekit.MLPVAE
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "model.safetensors")
+    assert saved.keys() == model.state_dict().keys(), "no _orig_mod. prefixes"

@@ -150,7 +150,7 @@ class TrainConfig:
         if isinstance(self.output_dir, Path):
             self.output_dir = str(self.output_dir)
         if isinstance(self.adam_betas, list):
-            self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+            self.adam_betas = tuple(self.adam_betas)
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

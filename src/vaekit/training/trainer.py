@@ -267,6 +267,7 @@ class Trainer:
         self._sources: dict[int, _Source] = {}
         self._last_checkpoint: Path | None = None
         self._best_eval_loss = math.inf
+        self._loader_epoch_rng: dict[str, Any] | None = None
 
     # ---- public properties -----------------------------------------------------------------
 
@@ -469,7 +470,7 @@ class Trainer:
         collate = source.loader.collate_fn if source.loader is not None else default_collate
         with torch.random.fork_rng(devices=[]):
             try:
-                count = min(n, len(dataset))
+                count = min(n, len(dataset))  # type: ignore[arg-type]
                 items = [dataset[i] for i in range(count)]
             except (TypeError, NotImplementedError):
                 return None  # an iterable-style dataset: checked batch by batch instead
@@ -589,7 +590,7 @@ class Trainer:
             if saved is not None:
                 torch.set_rng_state(now_cpu)
                 if now_gen is not None:
-                    loader.generator.set_state(now_gen)  # type: ignore[union-attr]
+                    loader.generator.set_state(now_gen)
             else:
                 logger.warning(
                     "resuming %s mid-epoch without its saved data order; the rest of epoch %d "
@@ -651,7 +652,11 @@ class Trainer:
         if not params:
             raise ValueError("the model has no trainable parameters (requires_grad=True)")
         cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-        kwargs = {"lr": cfg.lr, "betas": cfg.adam_betas, "weight_decay": cfg.weight_decay}
+        kwargs: dict[str, Any] = {
+            "lr": cfg.lr,
+            "betas": cfg.adam_betas,
+            "weight_decay": cfg.weight_decay,
+        }
         try:
             return cls(params, fused=True, **kwargs)
         except (RuntimeError, TypeError):
@@ -1068,7 +1073,7 @@ class Trainer:
         self._total_skipped = 0
         self._consecutive_skips = 0
         self._best_eval_loss = math.inf
-        self._loader_epoch_rng: dict[str, Any] | None = None
+        self._loader_epoch_rng = None
         self._last_saved_step = -1
         if resume_from is not None and self.output_dir is None:
             root = Path(resume_from)
