@@ -8,6 +8,9 @@ Example:
     torch.Size([])
 """
 
+from vaekit import data, viz
+from vaekit.evaluation import evaluate
+from vaekit.hub import AutoVAE, HubLoadError
 from vaekit.likelihoods import Likelihood, list_likelihoods, register_likelihood
 from vaekit.models import (
     MLPVAE,
@@ -26,15 +29,20 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "MLPVAE",
     "VAE",
+    "AutoVAE",
     "ConvVAE",
     "ConvVAEConfig",
+    "HubLoadError",
     "Likelihood",
     "MLPVAEConfig",
     "VAEConfig",
     "VAEOutput",
     "__version__",
+    "data",
+    "evaluate",
     "list_likelihoods",
     "list_models",
     "register_likelihood",
     "register_model",
+    "viz",
 ]
