@@ -29,7 +29,6 @@ from trainer_helpers import (
 )
 
 import vaekit
-from vaekit.models.base import get_model_class
 from vaekit.training import Callback, Trainer, find_latest_checkpoint
 
 SRC = str(Path(vaekit.__file__).resolve().parents[1])
@@ -41,17 +40,8 @@ def without_timing(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def load_model_dir(path: Path) -> vaekit.VAE:
-    """Loads a save_pretrained-layout directory (via vaekit.hub once it exists)."""
-    try:
-        import vaekit.hub
-    except ModuleNotFoundError:
-        config = json.loads((path / "config.json").read_text())
-        assert config.pop("format_version") == 1
-        cls = get_model_class(config.pop("model_type"))
-        model = cls.from_config(config)
-        model.load_state_dict(load_file(path / "model.safetensors"))
-        return model
-    return vaekit.AutoVAE.from_pretrained(path)  # type: ignore[attr-defined]
+    """Loads a directory in the save_pretrained layout, as users do."""
+    return vaekit.AutoVAE.from_pretrained(path)
 
 
 class StopAt(Callback):

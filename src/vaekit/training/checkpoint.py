@@ -176,22 +176,29 @@ def decode_state(obj: Any, tensors: dict[str, Tensor]) -> Any:
 
 
 def model_config_dict(model: nn.Module) -> dict[str, Any]:
-    """``config.json`` content: the architecture, the ``model_type`` and the format version."""
+    """``config.json`` content as ``save_pretrained`` writes it: the architecture, the
+    ``model_type``, the format version and (informative) the vaekit version."""
+    from vaekit import __version__
+
     config = model.config.to_dict()  # type: ignore[union-attr,operator]
-    return {**config, "model_type": model.model_type, "format_version": FORMAT_VERSION}
+    return {
+        "model_type": model.model_type,
+        "format_version": FORMAT_VERSION,
+        "vaekit_version": __version__,
+        **config,
+    }
 
 
 def _model_tensors(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
-def write_model_files(
-    model: nn.Module, directory: Path, readme: str | None = None, atomic: bool = False
-) -> None:
-    """Writes ``model.safetensors``, ``config.json`` (and ``README.md``) into ``directory``.
+def write_model_files(model: nn.Module, directory: Path, atomic: bool = False) -> None:
+    """Writes ``model.safetensors`` and ``config.json`` into ``directory``.
 
-    The layout is the one ``save_pretrained`` uses, so ``from_pretrained(directory)`` loads it.
-    With ``atomic=True`` each file is replaced atomically (weights first, config last).
+    The layout is the one ``save_pretrained`` uses, so ``from_pretrained(directory)`` loads it
+    (for registered model classes). With ``atomic=True`` each file is replaced atomically
+    (weights first, config last).
     """
     directory.mkdir(parents=True, exist_ok=True)
     tensors = _model_tensors(model)
@@ -206,14 +213,10 @@ def write_model_files(
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        if readme is not None:
-            atomic_write_bytes(directory / "README.md", readme.encode())
         atomic_write_bytes(directory / MODEL_CONFIG, _json_bytes(model_config_dict(model)))
         return
     save_file(tensors, directory / MODEL_WEIGHTS, metadata=metadata)
     _fsync_path(directory / MODEL_WEIGHTS)
-    if readme is not None:
-        _write_bytes(directory / "README.md", readme.encode())
     _write_bytes(directory / MODEL_CONFIG, _json_bytes(model_config_dict(model)))
 
 
@@ -232,14 +235,15 @@ def _replace_dir(tmp: Path, target: Path) -> None:
 
 
 def write_model_dir(
-    model: nn.Module, target: Path, readme: str | None = None, extra: dict[str, Any] | None = None
+    write: Callable[[Path], Any], target: Path, extra: dict[str, Any] | None = None
 ) -> Path:
-    """Atomically writes a ``from_pretrained``-loadable directory (and ``extra`` JSON files)."""
+    """Atomically replaces ``target`` with a directory filled by ``write(tmp_dir)`` (and
+    ``extra`` JSON files), so readers never see a half-written model."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
-        write_model_files(model, tmp, readme=readme)
+        write(tmp)
         for name, content in (extra or {}).items():
             _write_bytes(tmp / name, _json_bytes(content))
         _fsync_path(tmp)

@@ -813,43 +813,63 @@ class Trainer:
         logger.info("checkpoint written: %s", path)
         return path
 
-    def _model_card(self, title: str, metrics: dict[str, Any] | None) -> str:
-        model = self.model
-        lines = [
-            f"# {title}",
-            "",
-            f"A `{type(model).__name__}` (`{model.model_type}`) trained with vaekit's Trainer.",
-            "",
-            "```python",
-            "import vaekit",
-            f'model = vaekit.{type(model).__name__}.from_pretrained("path/to/this/directory")',
-            "```",
-            "",
-            "## Training",
-            "",
-            f"- steps: {self.step}, epochs: {len(self.history)}",
-            f"- data: {getattr(self.train_data, 'name', None) or type(self.train_data).__name__}",
-        ]
+    def _savable_with_hub(self) -> bool:
+        """Whether ``save_pretrained`` accepts the model (its class must be registered)."""
+        from vaekit.models.base import get_model_class
+
+        cls = type(self.model)
+        try:
+            return bool(cls.model_type) and get_model_class(cls.model_type) is cls
+        except ValueError:
+            return False
+
+    def _model_card(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        cfg = self.config
+        card: dict[str, Any] = {
+            "training": {
+                "trainer": "vaekit.Trainer",
+                "epochs": len(self.history),
+                "steps": self.step,
+                "batch_size": cfg.batch_size * self.world_size,
+                "optimizer": cfg.optimizer,
+                "lr": cfg.lr,
+                "lr_schedule": cfg.lr_schedule,
+                "beta": cfg.beta,
+                "beta_schedule": cfg.beta_schedule,
+                "free_bits": cfg.free_bits,
+                "iwae_samples": cfg.iwae_samples,
+                "binarize": cfg.binarize,
+                "precision": cfg.precision,
+                "seed": cfg.seed,
+            },
+        }
+        name = getattr(self.train_data, "name", None)
+        if isinstance(name, str) and name:
+            card["datasets"] = [name]
         if metrics:
-            lines.append(
-                "- metrics (nats per example): "
-                + ", ".join(
-                    f"{k}={v:.4f}"
-                    for k, v in metrics.items()
-                    if isinstance(v, float) and k.endswith(("loss", "kl", "log_px"))
-                )
-            )
-        lines += ["", "## Training config", "", "```json", self.config.to_json(), "```", ""]
-        return "\n".join(lines)
+            card["metrics"] = {
+                f"{k} (nats)": float(v)
+                for k, v in metrics.items()
+                if k in ("train_loss", "eval_loss", "kl", "log_px", "eval_kl", "eval_log_px")
+                and isinstance(v, (int, float))
+                and math.isfinite(v)
+            }
+        return card
+
+    def _write_model(self, directory: Path, metrics: dict[str, Any] | None) -> None:
+        """Writes a ``from_pretrained``-loadable model (save_pretrained's files)."""
+        if self._savable_with_hub():
+            from vaekit import hub
+
+            hub.save_pretrained(self.model, directory, model_card=self._model_card(metrics))
+        else:  # an unregistered class: keep the weights anyway (see the warning in _setup)
+            ckpt.write_model_files(self.model, directory, atomic=True)
 
     def _save_final_model(self) -> None:
         if self.output_dir is None or not self.is_main_process:
             return
         self._check_weights_finite()
-        last = self.history[-1] if self.history else None
-        ckpt.write_model_files(
-            self.model, self.output_dir, readme=self._model_card("vaekit model", last), atomic=True
-        )
+        self._write_model(self.output_dir, self.history[-1] if self.history else None)
         logger.info("final model written to %s", self.output_dir)
 
     def _save_best(self, metrics: dict[str, Any]) -> None:
@@ -861,9 +881,8 @@ class Trainer:
             return
         self._check_weights_finite()
         ckpt.write_model_dir(
-            self.model,
+            lambda tmp: self._write_model(tmp, metrics),
             self.output_dir / "best",
-            readme=self._model_card("vaekit model (best eval loss)", metrics),
             extra={"metrics.json": metrics},
         )
 
@@ -921,6 +940,8 @@ class Trainer:
             )
         model_config, weights, state = ckpt.read_checkpoint(path)
         mine = ckpt.model_config_dict(self.model)
+        mine.pop("vaekit_version", None)
+        model_config.pop("vaekit_version", None)  # informative only
         if model_config != mine:
             keys = set(mine) | set(model_config)
             diff = sorted(k for k in keys if mine.get(k) != model_config.get(k))
@@ -1084,6 +1105,14 @@ class Trainer:
             if self.output_dir is not None:
                 logger.info("continuing to write into %s", self.output_dir)
                 self._check_writable(self.output_dir)
+        if self.output_dir is not None and not self._savable_with_hub():
+            logger.warning(
+                "%s is not registered under its own model_type (%r), so from_pretrained cannot "
+                "load the models this run writes; decorate the class with "
+                "@vaekit.register_model and give it a unique model_type",
+                type(model).__name__,
+                type(model).model_type,
+            )
         self._all_callbacks = self._builtin_callbacks() + self.callbacks
         self._prepare_output_dir(resuming=resume_from is not None)
         if resume_from is not None:
