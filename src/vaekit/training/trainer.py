@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import sys
@@ -328,7 +329,7 @@ class Trainer:
         if world > 1 and device.type != "cpu":
             spec = self.config.device.strip().lower()
             if spec == "auto" or ":" not in spec:  # one accelerator per process
-                local_rank = int(__import__("os").environ.get("LOCAL_RANK", "0"))
+                local_rank = int(os.environ.get("LOCAL_RANK", "0"))
                 device = resolve_device(f"{device.type}:{local_rank}")
         return device
 
@@ -336,7 +337,7 @@ class Trainer:
     def _check_writable(path: Path) -> None:
         try:
             path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".vaekit-write-test-{__import__('os').getpid()}"
+            probe = path / f".vaekit-write-test-{os.getpid()}"
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as err:
@@ -1167,8 +1168,8 @@ class Trainer:
                 type(model).__name__,
                 type(model).model_type,
             )
-        self._all_callbacks = self._builtin_callbacks() + self.callbacks
         self._prepare_output_dir(resuming=resume_from is not None)
+        self._all_callbacks = self._builtin_callbacks() + self.callbacks
         if resume_from is not None:
             self._resume(resume_from)
             self._trim_metrics_log()
