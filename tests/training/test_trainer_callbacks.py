@@ -80,15 +80,21 @@ def test_callback_can_stop_training() -> None:
 
 
 def test_jsonl_log_has_step_and_epoch_records(tmp_path: Path) -> None:
-    config = make_config(max_epochs=2, log_every_steps=3, output_dir=str(tmp_path))
+    config = make_config(max_epochs=2, log_every_steps=2, output_dir=str(tmp_path))
     history = Trainer(make_model(), make_dataset(128), make_dataset(32, seed=1), config).fit()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["type"] == "step"]
     epochs = [r for r in records if r["type"] == "epoch"]
-    assert [r["step"] for r in steps] == [3, 6]
+    assert [r["step"] for r in steps] == [2, 4, 6, 8]
     for r in steps:
         assert {"loss", "kl", "log_px", "beta", "lr", "images_per_s", "epoch"} <= set(r)
+        assert r["loss"] > 40 and r["kl"] > 0, "each record holds the means of its own steps"
         assert r["loss"] == pytest.approx(r["kl"] - r["log_px"], rel=1e-5)
+    for epoch, entry in enumerate(history, start=1):
+        # Two windows of two equal batches each make up the epoch: their mean is its loss.
+        windows = [r["loss"] for r in steps if r["epoch"] == epoch]
+        assert sum(windows) / 2 == pytest.approx(entry["train_loss"], rel=1e-5)
+    assert steps[0]["loss"] > steps[-1]["loss"], "the loss of later windows is lower"
     assert [{k: v for k, v in r.items() if k != "type"} for r in epochs] == history
     for key in ("train_loss", "eval_loss", "kl", "log_px", "beta", "lr", "images_per_s"):
         assert key in epochs[0]

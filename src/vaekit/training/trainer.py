@@ -1249,7 +1249,8 @@ class Trainer:
             )
             batch_index = start_batch
             timed_examples, timer = 0, time.perf_counter()
-            self._window = (self._acc.detach().cpu(), self._acc_examples, time.perf_counter())
+            # Python floats: a .cpu() of a CPU tensor would alias the running accumulator.
+            self._window = (self._acc.tolist(), self._acc_examples, time.perf_counter())
             for batch_index, x, y in self._train_batches(self._train_source, epoch, start_batch):
                 self._train_step(x, y, batch_index)
                 timed_examples += x.shape[0]
@@ -1399,20 +1400,20 @@ class Trainer:
         )
 
     def _log_window(self) -> None:
-        acc = self._acc.detach().cpu()
+        acc = self._acc.tolist()  # waits for the device, every log_every_steps steps only
         prev_acc, prev_examples, prev_time = self._window
         now = time.perf_counter()
         n = self._acc_examples - prev_examples
         self._window = (acc, self._acc_examples, now)
         if n <= 0:
             return
-        diff = acc - prev_acc
+        diff = [a - b for a, b in zip(acc, prev_acc)]
         metrics = {
             "step": self.step,
             "epoch": self._epoch_index + 1,
-            "loss": float(diff[0]) / n,
-            "kl": float(diff[1]) / n,
-            "log_px": float(diff[2]) / n,
+            "loss": diff[0] / n,
+            "kl": diff[1] / n,
+            "log_px": diff[2] / n,
             "beta": getattr(self, "_last_beta", float("nan")),
             "lr": getattr(self, "_last_lr", float("nan")),
             "images_per_s": n * self.world_size / max(now - prev_time, 1e-9),
