@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,50 @@ def test_skip_policy_gives_up_after_too_many_bad_steps_in_a_row() -> None:
     config = make_config(max_epochs=3, nan_policy="skip", max_consecutive_skips=3)
     with pytest.raises(NonFiniteLossError, match="4 non-finite steps in a row at step 5"):
         Trainer(model, make_dataset(128), config=config).fit()
+
+
+@contextlib.contextmanager
+def sync_free(on: bool) -> Iterator[None]:
+    """Forces the accelerators' sync-free guard (masked fused-Adam steps) on or off."""
+    import vaekit.training.trainer as trainer_module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "_use_lazy_guard", lambda *args: on)
+        yield
+
+
+def test_sync_free_guard_skips_exactly_like_the_eager_one() -> None:
+    config = make_config(max_epochs=3, nan_policy="skip")
+    models, histories = [], []
+    for on in (False, True):
+        with sync_free(on):
+            model = faulty((1, 6), bad_grad=True)
+            histories.append(Trainer(model, make_dataset(128), config=config).fit())
+            models.append(model)
+    assert_same_weights(*models)
+    keys = ("step", "train_loss", "kl", "log_px", "grad_norm", "skipped_steps", "lr", "beta")
+    eager, lazy = ([{k: h[k] for k in keys} for h in hist] for hist in histories)
+    assert eager == lazy
+    assert [h["skipped_steps"] for h in lazy] == [1, 1, 0]
+
+
+def test_sync_free_guard_raises_at_the_next_check_naming_the_bad_step() -> None:
+    model = faulty((5,))
+    config = make_config(max_epochs=3, log_every_steps=4)
+    with (
+        sync_free(True),
+        pytest.raises(NonFiniteLossError, match=r"at step 5 \(epoch 2, batch 1\), detected at"),
+    ):
+        Trainer(model, make_dataset(128), config=config).fit()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_sync_free_guard_gives_up_after_too_many_bad_steps_in_a_row() -> None:
+    model = faulty(tuple(range(2, 100)))
+    config = make_config(max_epochs=3, nan_policy="skip", max_consecutive_skips=3)
+    with (
+        sync_free(True),
+        pytest.raises(NonFiniteLossError, match="non-finite steps in a row"),
+    ):
+        Trainer(model, make_dataset(128), config=config).fit()
+    assert all(torch.isfinite(p).all() for p in model.parameters())

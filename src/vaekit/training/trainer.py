@@ -156,6 +156,18 @@ def _isolated_rng(device: torch.device, seed: int) -> Iterator[None]:
             _set_device_rng(device, dev_state)
 
 
+def _use_lazy_guard(device: torch.device, optimizer: torch.optim.Optimizer, scaler: Any) -> bool:
+    """Whether the NaN guard runs without a host sync per step.
+
+    On accelerators a per-step ``bool(finite)`` would stall the queue of kernels; there a
+    non-finite step is instead masked on the device (fused Adam's ``found_inf`` skips the
+    update) and reported at the next check. On the CPU the check costs nothing, so the
+    guard acts at once. Loss scaling (fp16) has its own ``found_inf``, so it keeps the sync.
+    """
+    fused = bool(optimizer.defaults.get("fused"))
+    return device.type != "cpu" and fused and scaler is None
+
+
 def _cpu_has_fast_bf16() -> bool:
     """Whether oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
@@ -798,13 +810,9 @@ class Trainer:
             "train_config": self.config.to_dict(),
             "history": self.history,
             "epoch_acc": self._acc.detach().clone(),
-            "epoch_counts": {
-                "examples": self._acc_examples,
-                "steps": self._acc_steps,
-                "skipped": self._epoch_skipped,
-            },
+            "epoch_counts": {"examples": self._acc_examples, "skipped": self._epoch_skipped},
             "total_skipped": self._total_skipped,
-            "consecutive_skips": self._consecutive_skips,
+            "consecutive_skips": self._consecutive_run(),
             "best_eval_loss": self._best_eval_loss,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -842,6 +850,7 @@ class Trainer:
         Returns:
             The checkpoint directory (None without an output_dir or on other ranks).
         """
+        self._check_guard()
         if self.output_dir is None:
             return None
         self._check_weights_finite()
@@ -1015,10 +1024,11 @@ class Trainer:
         self._acc = state["epoch_acc"].to(self.device, torch.float32)
         counts = state["epoch_counts"]
         self._acc_examples = int(counts["examples"])
-        self._acc_steps = int(counts["steps"])
         self._epoch_skipped = int(counts["skipped"])
         self._total_skipped = int(state["total_skipped"])
         self._consecutive_skips = int(state["consecutive_skips"])
+        self._guard[2] = self._guard[3] = self._consecutive_skips
+        self._device_step.fill_(self.step)
         self._best_eval_loss = float(state["best_eval_loss"])
         self._loader_epoch_rng = state.get("loader_epoch_rng")
         generator_state = state.get("loader_generator")
@@ -1136,9 +1146,13 @@ class Trainer:
         self._resume_batch = 0
         self.history = []
         self.should_stop = False
-        self._acc = torch.zeros(4, device=self.device)
-        self._acc_examples = 0
-        self._acc_steps = 0
+        # Sums over the epoch's good steps: loss * B, kl, log_px, grad norm, examples, steps.
+        self._acc = torch.zeros(6, device=self.device)
+        self._acc_examples = 0  # every example processed, for images/s
+        self._lazy_guard = _use_lazy_guard(self.device, self.optimizer, self._scaler)
+        self._guard = torch.tensor([0, -1, 0, 0], dtype=torch.int64, device=self.device)
+        self._device_step = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._positions: dict[int, tuple[int, int]] = {}
         self._epoch_skipped = 0
         self._total_skipped = 0
         self._consecutive_skips = 0
@@ -1238,7 +1252,7 @@ class Trainer:
             start_batch = self._resume_batch if epoch == start_epoch else 0
             if start_batch == 0:
                 self._acc.zero_()
-                self._acc_examples = self._acc_steps = self._epoch_skipped = 0
+                self._acc_examples = self._epoch_skipped = 0
             self._pbar = tqdm(
                 total=self._steps_per_epoch,
                 initial=start_batch,
@@ -1316,11 +1330,18 @@ class Trainer:
         if self._dist.enabled:
             flag = finite.float().reshape(1).to(self._comm_device())
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = flag > 0
-        if not bool(finite):
+            finite = (flag > 0).to(self.device).reshape(())
+        if self._lazy_guard:
+            # No host sync: a bad step is masked on the device (fused Adam skips it) and
+            # reported at the next check (every log_every_steps, epoch end, checkpoint).
+            self._positions[self.step] = (self._epoch_index + 1, batch_index)
+            self._record_guard(finite)
+            self.optimizer.found_inf = (~finite).float()  # type: ignore[attr-defined]
+        elif not bool(finite):
             self._non_finite_step(loss, grad_norm, batch_index)
             return
-        self._consecutive_skips = 0
+        else:
+            self._consecutive_skips = 0
         if cfg.grad_clip_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(self._params, cfg.grad_clip_norm, grad_norm)
         if self._scaler is not None:
@@ -1332,16 +1353,20 @@ class Trainer:
         self.scheduler.step()
         with torch.no_grad():
             b = x.shape[0]
-            self._acc += torch.stack(
+            terms = torch.stack(
                 [
                     loss.detach().float() * b,
                     out.kl.detach().float().sum(),
                     out.log_px.detach().float().sum(),
                     grad_norm.detach().float(),
+                    loss.new_full((), b, dtype=torch.float32),
+                    loss.new_ones((), dtype=torch.float32),
                 ]
             )
+            if self._lazy_guard:  # bad steps count for nothing in the means
+                terms = torch.where(finite, terms, torch.zeros_like(terms))
+            self._acc += terms
         self._acc_examples += x.shape[0]
-        self._acc_steps += 1
         self.step += 1
         self._last_beta, self._last_lr = beta, lr
         self._call(
@@ -1355,6 +1380,55 @@ class Trainer:
                 "lr": lr,
             },
         )
+
+    def _record_guard(self, finite: Tensor) -> None:
+        """Device-side bookkeeping of non-finite steps: count, first step, run lengths."""
+        g = self._guard  # int64 (4,): bad steps, first bad step (-1: none), run, longest run
+        bad = (~finite).to(torch.int64)
+        g[0] += bad
+        g[1] = torch.where((g[1] < 0) & (bad > 0), self._device_step, g[1])
+        g[2] = (g[2] + 1) * bad
+        g[3] = torch.maximum(g[3], g[2])
+        self._device_step += 1
+
+    def _check_guard(self) -> None:
+        """Reports the non-finite steps recorded on the device since the last check."""
+        if not self._lazy_guard:
+            return
+        bad, first, run, longest = self._guard.tolist()
+        positions, self._positions = self._positions, {}
+        if bad == 0:
+            return
+        cfg = self.config
+        epoch, batch = positions.get(first, (self._epoch_index + 1, -1))
+        where = f"step {first} (epoch {epoch}, batch {batch})"
+        last = (
+            str(self._last_checkpoint)
+            if self._last_checkpoint is not None
+            else "none (set output_dir to keep checkpoints)"
+        )
+        if cfg.nan_policy == "raise" or longest > cfg.max_consecutive_skips:
+            reason = (
+                f"{longest} non-finite steps in a row"
+                if cfg.nan_policy == "skip"
+                else "non-finite loss or gradient"
+            )
+            raise NonFiniteLossError(
+                f"{reason} at {where}, detected at step {self.step}. No non-finite step was "
+                f"applied; the last good checkpoint is {last}. Lower lr, set grad_clip_norm, "
+                "check the data for extreme values, or use nan_policy='skip'.",
+                step=first,
+                epoch=epoch,
+                batch_index=batch,
+                last_checkpoint=self._last_checkpoint,
+            )
+        logger.warning("skipped %d non-finite step(s), the first at %s", bad, where)
+        self._epoch_skipped += bad
+        self._total_skipped += bad
+        self._guard.copy_(torch.tensor([0, -1, run, run], device=self._guard.device))
+
+    def _consecutive_run(self) -> int:
+        return int(self._guard[2]) if self._lazy_guard else self._consecutive_skips
 
     def _non_finite_step(self, loss: Tensor, grad_norm: Tensor, batch_index: int) -> None:
         cfg = self.config
@@ -1400,14 +1474,16 @@ class Trainer:
         )
 
     def _log_window(self) -> None:
+        self._check_guard()
         acc = self._acc.tolist()  # waits for the device, every log_every_steps steps only
         prev_acc, prev_examples, prev_time = self._window
         now = time.perf_counter()
-        n = self._acc_examples - prev_examples
+        processed = self._acc_examples - prev_examples
         self._window = (acc, self._acc_examples, now)
+        diff = [a - b for a, b in zip(acc, prev_acc)]
+        n = diff[4]  # examples of the good steps in the window
         if n <= 0:
             return
-        diff = [a - b for a, b in zip(acc, prev_acc)]
         metrics = {
             "step": self.step,
             "epoch": self._epoch_index + 1,
@@ -1416,7 +1492,7 @@ class Trainer:
             "log_px": diff[2] / n,
             "beta": getattr(self, "_last_beta", float("nan")),
             "lr": getattr(self, "_last_lr", float("nan")),
-            "images_per_s": n * self.world_size / max(now - prev_time, 1e-9),
+            "images_per_s": processed * self.world_size / max(now - prev_time, 1e-9),
         }
         if self._pbar is not None:
             self._pbar.set_postfix(
@@ -1431,11 +1507,9 @@ class Trainer:
         self, epoch: int, finished: bool, batches_done: int, timed: int, elapsed: float
     ) -> None:
         cfg = self.config
+        self._check_guard()
         acc = self._acc.detach().clone()
-        counts = torch.tensor(
-            [self._acc_examples, self._acc_steps, self._epoch_skipped, timed],
-            dtype=torch.float64,
-        )
+        counts = torch.tensor([self._epoch_skipped, timed], dtype=torch.float64)
         if self._dist.enabled:
             acc = acc.to(self._comm_device())
             dist.all_reduce(acc)
@@ -1446,7 +1520,8 @@ class Trainer:
             dist.all_reduce(elapsed_t, op=dist.ReduceOp.MAX)
             elapsed = float(elapsed_t.item())
         acc = acc.cpu()
-        n_examples, n_steps, skipped, timed_all = (float(v) for v in counts)
+        n_examples, n_steps = float(acc[4]), float(acc[5])
+        skipped, timed_all = (float(v) for v in counts)
         nan = float("nan")
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
