@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import itertools
 import json
 import logging
 import math
@@ -31,8 +29,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +37,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from vaekit.models.base import VAE
 from vaekit.objectives import BetaSchedule, make_beta_schedule
 from vaekit.training import checkpoint as ckpt
+from vaekit.training.batches import DataFeeder, DataSource, check_data_object
 from vaekit.training.callbacks import (
     Callback,
     EarlyStopping,
@@ -54,14 +52,12 @@ from vaekit.training.callbacks import (
 )
 from vaekit.training.config import TrainConfig
 from vaekit.training.device import resolve_device
-from vaekit.training.distributed import DistInfo, env_world_size, setup_distributed, shard_indices
+from vaekit.training.distributed import DistInfo, env_world_size, setup_distributed
+from vaekit.training.rng import derived_seed, get_device_rng, isolated_rng, set_device_rng
 
 __all__ = ["NonFiniteLossError", "Trainer", "lr_factor"]
 
 logger = logging.getLogger(__name__)
-
-_VALIDATION_CHUNK = 8192  # examples checked at once when validating an in-memory dataset
-_PREVIEW_MAX = 64
 
 
 class NonFiniteLossError(RuntimeError):
@@ -114,48 +110,6 @@ def lr_factor(
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _derived_seed(seed: int, *salt: object) -> int:
-    """A 63-bit seed derived from the run's seed and a purpose, stable across machines."""
-    digest = hashlib.sha256(repr((seed, *salt)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _device_module(device: torch.device) -> Any:
-    return getattr(torch, device.type)
-
-
-def _get_device_rng(device: torch.device) -> Tensor:
-    module = _device_module(device)
-    try:
-        return module.get_rng_state(device.index)
-    except TypeError:
-        return module.get_rng_state()
-
-
-def _set_device_rng(device: torch.device, state: Tensor) -> None:
-    module = _device_module(device)
-    try:
-        module.set_rng_state(state, device.index)
-    except TypeError:
-        module.set_rng_state(state)
-
-
-@contextlib.contextmanager
-def _isolated_rng(device: torch.device, seed: int) -> Iterator[None]:
-    """Runs a block with the global RNGs seeded to ``seed``, restoring them afterwards."""
-    cpu_state = torch.get_rng_state()
-    dev_state = _get_device_rng(device) if device.type != "cpu" else None
-    try:
-        torch.default_generator.manual_seed(seed)
-        if device.type != "cpu":
-            _device_module(device).manual_seed(seed)
-        yield
-    finally:
-        torch.set_rng_state(cpu_state)
-        if dev_state is not None:
-            _set_device_rng(device, dev_state)
-
-
 def _use_lazy_guard(device: torch.device, optimizer: torch.optim.Optimizer, scaler: Any) -> bool:
     """Whether the NaN guard runs without a host sync per step.
 
@@ -175,49 +129,6 @@ def _cpu_has_fast_bf16() -> bool:
         return bool(check()) if check is not None else True
     except RuntimeError:
         return True
-
-
-class _IndexSampler(Sampler[int]):
-    """Yields a precomputed list of indices (the epoch's shard, from where to resume)."""
-
-    def __init__(self, indices: Sequence[int]):
-        self.indices = indices
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-@dataclass
-class _Source:
-    """A dataset prepared for training or evaluation.
-
-    ``kind`` is "memory" (``x``/``labels`` tensors on the device), "dataset" (a map-style
-    dataset read through a DataLoader built here) or "loader" (the user's DataLoader).
-    """
-
-    name: str
-    kind: str
-    num_examples: int | None
-    x: Tensor | None = None
-    labels: Tensor | None = None
-    dataset: Any = None
-    loader: DataLoader | None = None
-    dynamic_binarize: bool = False
-
-
-def _split_batch(batch: Any, name: str, index: int) -> tuple[Tensor, Tensor | None]:
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
-        labels = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
-        return batch[0], labels
-    raise TypeError(
-        f"{name} batch {index}: expected a tensor or an (x, label) pair of tensors, got "
-        f"{type(batch).__name__}; make the dataset return x or (x, label)"
-    )
 
 
 class Trainer:
@@ -272,9 +183,9 @@ class Trainer:
                 raise TypeError(
                     f"callbacks must be vaekit.training.Callback instances, got {type(cb).__name__}"
                 )
-        self._check_data_object(train_data, "train_data")
+        check_data_object(train_data, "train_data")
         if eval_data is not None:
-            self._check_data_object(eval_data, "eval_data")
+            check_data_object(eval_data, "eval_data")
         self.device = self._resolve_device()
         self.output_dir: Path | None = Path(config.output_dir) if config.output_dir else None
         if self.output_dir is not None:
@@ -286,10 +197,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.should_stop = False
         self._dist = DistInfo()
-        self._sources: dict[int, _Source] = {}
+        self._data = DataFeeder(model, self.device, config)
         self._last_checkpoint: Path | None = None
         self._best_eval_loss = math.inf
-        self._loader_epoch_rng: dict[str, Any] | None = None
 
     # ---- public properties -----------------------------------------------------------------
 
@@ -310,30 +220,20 @@ class Trainer:
         """The newest checkpoint written or resumed from in this run."""
         return self._last_checkpoint
 
-    # ---- set-up checks ---------------------------------------------------------------------
+    def preview_batch(self, n: int) -> tuple[Tensor, Tensor | None] | None:
+        """Up to ``n`` examples ``(x, labels)`` on the device, from the eval data if there are
+        any, else the training data (used for reconstruction grids)."""
+        data = self.eval_data if self.eval_data is not None else self.train_data
+        source = self._data.sources.get(id(data))
+        if source is None or n < 1:
+            return None
+        first = self._data.first_items(source, n)
+        if first is None:
+            return None
+        x, labels = first
+        return x, (labels if self.model.num_classes is not None else None)
 
-    @staticmethod
-    def _check_data_object(data: Any, name: str) -> None:
-        if isinstance(data, DataLoader):
-            try:
-                n = len(data.dataset)  # type: ignore[arg-type]
-            except TypeError:
-                return  # an iterable dataset: its emptiness shows when it is iterated
-            if n == 0:
-                raise ValueError(f"{name} is empty: its DataLoader's dataset has no examples")
-            return
-        if isinstance(data, Tensor):
-            raise TypeError(
-                f"{name} is a bare tensor; wrap it as torch.utils.data.TensorDataset(x) "
-                "(or TensorDataset(x, labels))"
-            )
-        if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-            raise TypeError(
-                f"{name} must be a map-style Dataset (with __getitem__ and __len__) or a "
-                f"DataLoader, got {type(data).__name__}"
-            )
-        if len(data) == 0:
-            raise ValueError(f"{name} is empty: it has no examples to train or evaluate on")
+    # ---- set-up checks ---------------------------------------------------------------------
 
     def _resolve_device(self) -> torch.device:
         device = resolve_device(self.config.device)
@@ -359,344 +259,6 @@ class Trainer:
             ) from err
 
     # ---- data ------------------------------------------------------------------------------
-
-    def _tensors_of(self, data: Any) -> tuple[Tensor, Tensor | None] | None:
-        """(x, labels) of an in-memory tensor dataset, or None for other datasets."""
-        if isinstance(data, TensorDataset):
-            tensors = data.tensors
-            x = tensors[0]
-            labels = tensors[1] if len(tensors) > 1 else None
-        elif isinstance(getattr(data, "x", None), Tensor):
-            x = data.x
-            labels = getattr(data, "labels", None)
-        else:
-            return None
-        if labels is not None and not (
-            isinstance(labels, Tensor) and labels.dim() == 1 and labels.shape[0] == x.shape[0]
-        ):
-            labels = None
-        return x, labels
-
-    def _source(self, data: Any, name: str) -> _Source:
-        key = id(data)
-        if key not in self._sources:
-            self._sources[key] = self._make_source(data, name)
-        return self._sources[key]
-
-    def _make_source(self, data: Any, name: str) -> _Source:
-        mode = self.config.data_path
-        self._check_data_object(data, name)
-        if isinstance(data, DataLoader):
-            if mode == "memory":
-                tensors = self._tensors_of(data.dataset)
-                if tensors is None:
-                    raise ValueError(
-                        f"data_path='memory' needs an in-memory tensor dataset, but {name}'s "
-                        f"DataLoader reads a {type(data.dataset).__name__}"
-                    )
-                return self._memory_source(data.dataset, *tensors, name)
-            source = _Source(name, "loader", None, loader=data)
-            with contextlib.suppress(TypeError):
-                source.num_examples = len(data.dataset)  # type: ignore[arg-type]
-            self._validate_first_batch(source)
-            return source
-        tensors = self._tensors_of(data) if mode != "loader" else None
-        if mode == "memory" and tensors is None:
-            raise ValueError(
-                f"data_path='memory' needs an in-memory tensor dataset (TensorDataset or one "
-                f"with .x and .labels tensors), but {name} is a {type(data).__name__}"
-            )
-        if tensors is not None:
-            source = self._memory_source(data, *tensors, name)
-            if source is not None:
-                return source
-        source = _Source(name, "dataset", len(data), dataset=data)
-        self._validate_first_batch(source)
-        return source
-
-    def _memory_source(self, data: Any, x: Tensor, labels: Tensor | None, name: str) -> _Source:
-        model = self.model
-        if x.shape[0] == 0:
-            raise ValueError(f"{name} is empty: it has no examples to train or evaluate on")
-        if self.device.type == "cuda" and x.device != self.device:
-            free, _ = torch.cuda.mem_get_info(self.device)
-            if x.numel() * x.element_size() > 0.5 * free and self.config.data_path == "auto":
-                logger.info(
-                    "%s (%.1f GB) does not fit comfortably in device memory; using a DataLoader",
-                    name,
-                    x.numel() * x.element_size() / 1e9,
-                )
-                source = _Source(name, "dataset", len(data), dataset=data)
-                self._validate_first_batch(source)
-                return source
-        x = x.to(self.device)
-        needs_labels = model.num_classes is not None
-        if needs_labels and labels is None:
-            raise ValueError(
-                f"the model is conditional (num_classes={model.num_classes}) but {name} has no "
-                "labels; give (x, labels) data, e.g. TensorDataset(x, labels)"
-            )
-        labels = labels.to(self.device) if (labels is not None and needs_labels) else None
-        self._check_dtype(x, name, "")
-        if not self._looks_valid(x, labels):
-            self._check_in_chunks(x, labels, name)  # raises the model's own message
-        dynamic = getattr(data, "binarize", None) == "dynamic"
-        return _Source(name, "memory", x.shape[0], x=x, labels=labels, dynamic_binarize=dynamic)
-
-    @torch.no_grad()
-    def _looks_valid(self, x: Tensor, y: Tensor | None) -> bool:
-        """Whether ``model.check_input(x, y)`` would pass, in a few cheap passes over x.
-
-        ``check_input`` tests finiteness with ``isfinite(x).all()``, about 20 times slower on
-        the CPU than one ``aminmax`` pass, which also sees NaN (it propagates) and Inf. So
-        the model's own check runs on the first examples (shape, dtype, label types), the
-        values are checked in bulk, and any doubt hands over to the full ``check_input``.
-        Models that override ``check_input`` always get the full check.
-        """
-        model = self.model
-        if type(model).check_input is not VAE.check_input or not x.is_floating_point():
-            return False
-        n = x.shape[0]
-        if n == 0 or (y is not None and tuple(y.shape) != (n,)):
-            return False
-        try:
-            model.check_input(x[:2], None if y is None else y[:2])
-            lo, hi = torch.aminmax(x)
-            if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
-                return False
-            model.likelihood.validate_target(x)
-            if y is not None and model.num_classes is not None:
-                y_lo, y_hi = torch.aminmax(y)
-                if int(y_lo) < 0 or int(y_hi) >= model.num_classes:
-                    return False
-        except (ValueError, TypeError):
-            return False
-        return True
-
-    @torch.no_grad()
-    def _check_in_chunks(self, x: Tensor, y: Tensor | None, name: str) -> None:
-        """Runs ``model.check_input`` chunk by chunk, naming the dataset and the examples."""
-        n = x.shape[0]
-        for start in range(0, max(n, 1), _VALIDATION_CHUNK):
-            chunk = x[start : start + _VALIDATION_CHUNK]
-            labels = None if y is None else y[start : start + _VALIDATION_CHUNK]
-            try:
-                self.model.check_input(chunk, labels)
-            except (ValueError, TypeError) as err:
-                where = f" (examples {start}..{start + chunk.shape[0] - 1})"
-                message = str(err)
-                if not message.startswith(name):
-                    message = f"{name}{where if n > _VALIDATION_CHUNK else ''}: {message}"
-                raise type(err)(message) from None
-
-    def _check_dtype(self, x: Tensor, name: str, where: str) -> None:
-        param = next(self.model.parameters(), None)
-        if (
-            param is not None
-            and x.is_floating_point()
-            and x.dtype != param.dtype
-            and x.dtype not in (torch.float16, torch.bfloat16)
-        ):
-            raise TypeError(
-                f"{name}{where}: x has dtype {x.dtype} but the model's parameters are "
-                f"{param.dtype}; convert the data (e.g. x.float()) or the model"
-            )
-
-    def _check_batch(self, x: Tensor, y: Tensor | None, name: str, index: int) -> None:
-        try:
-            if not isinstance(x, Tensor):
-                raise TypeError(f"expected x to be a torch.Tensor, got {type(x).__name__}")
-            self._check_dtype(x, name, f" batch {index}")
-            if self.model.num_classes is not None and y is None:
-                raise ValueError(
-                    f"the model is conditional (num_classes={self.model.num_classes}) but the "
-                    "data yield no labels; yield (x, label) pairs"
-                )
-            labels = y if self.model.num_classes is not None else None
-            if not self._looks_valid(x, labels):
-                self.model.check_input(x, labels)
-        except (ValueError, TypeError) as err:
-            message = str(err)
-            if not message.startswith(name):
-                message = f"{name} batch {index}: {message}"
-            raise type(err)(message) from None
-
-    def _first_items(self, source: _Source, n: int) -> tuple[Tensor, Tensor | None] | None:
-        """The first ``n`` examples of a source, without touching the training RNG streams."""
-        if source.kind == "memory":
-            assert source.x is not None
-            labels = None if source.labels is None else source.labels[:n]
-            return source.x[:n], labels
-        dataset = source.dataset if source.kind == "dataset" else source.loader.dataset  # type: ignore[union-attr]
-        collate = source.loader.collate_fn if source.loader is not None else default_collate
-        with torch.random.fork_rng(devices=[]):
-            try:
-                count = min(n, len(dataset))  # type: ignore[arg-type]
-                items = [dataset[i] for i in range(count)]
-            except (TypeError, NotImplementedError):
-                return None  # an iterable-style dataset: checked batch by batch instead
-            if not items:
-                return None
-            batch = collate(items)
-        x, labels = _split_batch(batch, source.name, 0)
-        x = x.to(self.device)
-        labels = labels.to(self.device) if labels is not None else None
-        return x, labels
-
-    def _validate_first_batch(self, source: _Source) -> None:
-        first = self._first_items(source, min(self.config.batch_size, _PREVIEW_MAX))
-        if first is not None:
-            self._check_batch(*first, source.name, 0)
-
-    def preview_batch(self, n: int) -> tuple[Tensor, Tensor | None] | None:
-        """Up to ``n`` examples ``(x, labels)`` on the device, from the eval data if there are
-        any, else the training data (used for reconstruction grids)."""
-        data = self.eval_data if self.eval_data is not None else self.train_data
-        source = self._sources.get(id(data))
-        if source is None or n < 1:
-            return None
-        first = self._first_items(source, n)
-        if first is None:
-            return None
-        x, labels = first
-        return x, (labels if self.model.num_classes is not None else None)
-
-    def _batches_per_epoch(self, source: _Source) -> int:
-        cfg = self.config
-        if source.kind == "loader":
-            assert source.loader is not None
-            try:
-                return len(source.loader)
-            except TypeError:
-                if cfg.max_steps is None:
-                    raise ValueError(
-                        f"{source.name} is a DataLoader without a length (an iterable dataset); "
-                        "set max_steps so the trainer knows when to stop"
-                    ) from None
-                return cfg.max_steps
-        assert source.num_examples is not None
-        per_rank = -(-source.num_examples // self.world_size)
-        if cfg.drop_last:
-            return per_rank // cfg.batch_size
-        return -(-per_rank // cfg.batch_size)
-
-    def _epoch_order(self, n: int, epoch: int) -> Tensor:
-        generator = torch.Generator().manual_seed(_derived_seed(self.config.seed, "order", epoch))
-        order = torch.randperm(n, generator=generator)
-        return shard_indices(order, self.rank, self.world_size, pad=True)
-
-    def _train_batches(
-        self, source: _Source, epoch: int, start: int
-    ) -> Iterator[tuple[int, Tensor, Tensor | None]]:
-        cfg = self.config
-        bs = cfg.batch_size
-        num_batches = self._batches_per_epoch(source)
-        if source.kind == "memory":
-            assert source.x is not None and source.num_examples is not None
-            order = self._epoch_order(source.num_examples, epoch).to(self.device)
-            for b in range(start, num_batches):
-                idx = order[b * bs : (b + 1) * bs]
-                x = source.x.index_select(0, idx)
-                y = None if source.labels is None else source.labels.index_select(0, idx)
-                yield b, x, y
-            return
-        if source.kind == "dataset":
-            assert source.num_examples is not None
-            order = self._epoch_order(source.num_examples, epoch)[start * bs :]
-            loader = DataLoader(
-                source.dataset,
-                batch_size=bs,
-                sampler=_IndexSampler(order.tolist()),
-                num_workers=cfg.num_workers,
-                pin_memory=self.device.type == "cuda",
-                drop_last=cfg.drop_last,
-                generator=torch.Generator().manual_seed(
-                    _derived_seed(cfg.seed, "workers", epoch, self.rank)
-                ),
-            )
-            batches: Iterable[Any] = loader
-        else:
-            batches = self._user_loader_batches(source, epoch, start)
-        for b, batch in zip(itertools.count(start), batches):
-            x, y = _split_batch(batch, source.name, b)
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True) if y is not None else None
-            self._check_batch(x, y, source.name, b)
-            yield b, x, y
-
-    def _user_loader_batches(self, source: _Source, epoch: int, start: int) -> Iterator[Any]:
-        """Iterates the user's DataLoader; on a mid-epoch resume, replays the epoch's start
-        (its RNG state was saved) and skips the batches already trained on."""
-        loader = source.loader
-        assert loader is not None
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)  # type: ignore[union-attr]
-        saved = self._loader_epoch_rng if start > 0 else None
-        if saved is not None:
-            now_cpu = torch.get_rng_state()
-            now_gen = loader.generator.get_state() if loader.generator is not None else None
-            torch.set_rng_state(saved["torch_cpu"])
-            if loader.generator is not None and saved.get("generator") is not None:
-                loader.generator.set_state(saved["generator"])
-        else:
-            self._loader_epoch_rng = {
-                "torch_cpu": torch.get_rng_state(),
-                "generator": loader.generator.get_state() if loader.generator is not None else None,
-            }
-        iterator = iter(loader)
-        if start > 0:
-            for _ in itertools.islice(iterator, start):
-                pass
-            if saved is not None:
-                torch.set_rng_state(now_cpu)
-                if now_gen is not None:
-                    loader.generator.set_state(now_gen)
-            else:
-                logger.warning(
-                    "resuming %s mid-epoch without its saved data order; the rest of epoch %d "
-                    "may repeat or miss examples",
-                    source.name,
-                    epoch + 1,
-                )
-        yield from iterator
-
-    def _eval_batches(self, source: _Source) -> Iterator[tuple[int, Tensor, Tensor | None]]:
-        bs = self.config.eval_batch_size or self.config.batch_size
-        if source.kind == "memory":
-            assert source.x is not None and source.num_examples is not None
-            idx = shard_indices(
-                torch.arange(source.num_examples, device=self.device),
-                self.rank,
-                self.world_size,
-                pad=False,
-            )
-            for b, start in enumerate(range(0, idx.shape[0], bs)):
-                sel = idx[start : start + bs]
-                x = source.x.index_select(0, sel)
-                y = None if source.labels is None else source.labels.index_select(0, sel)
-                yield b, x, y
-            return
-        if source.kind == "dataset":
-            assert source.num_examples is not None
-            order = shard_indices(
-                torch.arange(source.num_examples), self.rank, self.world_size, pad=False
-            )
-            batches: Iterable[Any] = DataLoader(
-                source.dataset,
-                batch_size=bs,
-                sampler=_IndexSampler(order.tolist()),
-                num_workers=self.config.num_workers,
-                pin_memory=self.device.type == "cuda",
-            )
-        else:
-            batches = source.loader  # type: ignore[assignment]
-        for b, batch in enumerate(batches):
-            x, y = _split_batch(batch, source.name, b)
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True) if y is not None else None
-            self._check_batch(x, y, source.name, b)
-            yield b, x, y
 
     # ---- optimisation pieces ---------------------------------------------------------------
 
@@ -737,7 +299,7 @@ class Trainer:
     # ---- RNG state -------------------------------------------------------------------------
 
     def _seed_everything(self) -> None:
-        seed = _derived_seed(self.config.seed, "global", self.rank) if self.rank else None
+        seed = derived_seed(self.config.seed, "global", self.rank) if self.rank else None
         base = self.config.seed if seed is None else seed
         torch.manual_seed(base)
         random.seed(base)
@@ -746,7 +308,7 @@ class Trainer:
     def _rng_tensors(self) -> dict[str, Tensor]:
         states = {"torch_cpu": torch.get_rng_state()}
         if self.device.type != "cpu":
-            states["device"] = _get_device_rng(self.device).cpu()
+            states["device"] = get_device_rng(self.device).cpu()
         if self._binarize_gen is not None:
             states["binarize"] = self._binarize_gen.get_state().cpu()
         return states
@@ -779,11 +341,11 @@ class Trainer:
                 state.get("world_size", 1),
                 self.world_size,
             )
-            torch.manual_seed(_derived_seed(self.config.seed, "resume", self.rank, self.step))
+            torch.manual_seed(derived_seed(self.config.seed, "resume", self.rank, self.step))
             return
         torch.set_rng_state(mine["torch_cpu"])
         if self.device.type != "cpu" and "device" in mine:
-            _set_device_rng(self.device, mine["device"])
+            set_device_rng(self.device, mine["device"])
         if self._binarize_gen is not None and "binarize" in mine:
             self._binarize_gen.set_state(mine["binarize"])
         if self.rank == 0:
@@ -820,7 +382,7 @@ class Trainer:
             "rng": rng,
             "python_rng": random.getstate(),
             "numpy_rng": np.random.get_state(),
-            "loader_epoch_rng": self._loader_epoch_rng if batch_in_epoch > 0 else None,
+            "loader_epoch_rng": self._data.loader_epoch_rng if batch_in_epoch > 0 else None,
             "loader_generator": self._user_loader_generator_state(),
             "callbacks": self._callback_states(),
         }
@@ -1030,7 +592,7 @@ class Trainer:
         self._guard[2] = self._guard[3] = self._consecutive_skips
         self._device_step.fill_(self.step)
         self._best_eval_loss = float(state["best_eval_loss"])
-        self._loader_epoch_rng = state.get("loader_epoch_rng")
+        self._data.loader_epoch_rng = state.get("loader_epoch_rng")
         generator_state = state.get("loader_generator")
         loader = self.train_data if isinstance(self.train_data, DataLoader) else None
         if loader is not None and loader.generator is not None and generator_state is not None:
@@ -1067,6 +629,7 @@ class Trainer:
             FileNotFoundError: ``resume_from`` holds no valid checkpoint.
         """
         self._dist = setup_distributed(self.device)
+        self._data.rank, self._data.world_size = self._dist.rank, self._dist.world_size
         if self.device.type != "cpu" and hasattr(torch, "accelerator"):
             torch.accelerator.set_device_index(self.device.index)
         self._validate_inputs_before = self.model.validate_inputs
@@ -1088,9 +651,9 @@ class Trainer:
         model.to(self.device)
         model.train()
         # Data: validated once here, so that bad data fail before any work is done.
-        self._train_source = self._source(self.train_data, "train_data")
+        self._train_source = self._data.source(self.train_data, "train_data")
         self._eval_source = (
-            self._source(self.eval_data, "eval_data") if self.eval_data is not None else None
+            self._data.source(self.eval_data, "eval_data") if self.eval_data is not None else None
         )
         if self.world_size > 1 and self._train_source.kind == "loader":
             sampler = getattr(self.train_data, "sampler", None)
@@ -1099,7 +662,7 @@ class Trainer:
                     "train_data is a DataLoader without a DistributedSampler: every process "
                     "sees the same batches; pass a Dataset to let the trainer shard it"
                 )
-        self._steps_per_epoch = self._batches_per_epoch(self._train_source)
+        self._steps_per_epoch = self._data.batches_per_epoch(self._train_source)
         if self._steps_per_epoch == 0:
             raise ValueError(
                 f"train_data has {self._train_source.num_examples} examples per process, fewer "
@@ -1126,7 +689,7 @@ class Trainer:
         self._binarize_gen: torch.Generator | None = None
         if cfg.binarize or self._train_source.dynamic_binarize:
             self._binarize_gen = torch.Generator(device=self.device).manual_seed(
-                _derived_seed(cfg.seed, "binarize", self.rank)
+                derived_seed(cfg.seed, "binarize", self.rank)
             )
         # The module that is called for training: DDP and/or compiled around the model.
         forward: nn.Module = model
@@ -1157,7 +720,7 @@ class Trainer:
         self._total_skipped = 0
         self._consecutive_skips = 0
         self._best_eval_loss = math.inf
-        self._loader_epoch_rng = None
+        self._data.loader_epoch_rng = None
         self._last_saved_step = -1
         if resume_from is not None and self.output_dir is None:
             root = Path(resume_from)
@@ -1190,7 +753,7 @@ class Trainer:
         else:
             self._seed_everything()
             if self._binarize_gen is not None:
-                self._binarize_gen.manual_seed(_derived_seed(cfg.seed, "binarize", self.rank))
+                self._binarize_gen.manual_seed(derived_seed(cfg.seed, "binarize", self.rank))
         # Inputs were validated above (memory) or are checked per batch (loaders).
         model.validate_inputs = False
 
@@ -1265,7 +828,8 @@ class Trainer:
             timed_examples, timer = 0, time.perf_counter()
             # Python floats: a .cpu() of a CPU tensor would alias the running accumulator.
             self._window = (self._acc.tolist(), self._acc_examples, time.perf_counter())
-            for batch_index, x, y in self._train_batches(self._train_source, epoch, start_batch):
+            batches = self._data.train_batches(self._train_source, epoch, start_batch)
+            for batch_index, x, y in batches:
                 self._train_step(x, y, batch_index)
                 timed_examples += x.shape[0]
                 self._pbar.update(1)
@@ -1593,14 +1157,14 @@ class Trainer:
         before = self.model.validate_inputs
         self.model.to(self.device)
         try:
-            source = self._source(data, "eval_data" if data is self.eval_data else "data")
+            source = self._data.source(data, "eval_data" if data is self.eval_data else "data")
             self.model.validate_inputs = False
             return self._evaluate_source(source)
         finally:
             self.model.validate_inputs = before
 
     @torch.no_grad()
-    def _evaluate_source(self, source: _Source) -> dict[str, float]:
+    def _evaluate_source(self, source: DataSource) -> dict[str, float]:
         cfg = self.config
         model = self.model
         was_training = model.training
@@ -1608,7 +1172,7 @@ class Trainer:
         binarize = cfg.binarize or source.dynamic_binarize
         generator = (
             torch.Generator(device=self.device).manual_seed(
-                _derived_seed(cfg.seed, "eval-binarize", self.rank)
+                derived_seed(cfg.seed, "eval-binarize", self.rank)
             )
             if binarize
             else None
@@ -1616,8 +1180,8 @@ class Trainer:
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         count = 0
         try:
-            with _isolated_rng(self.device, _derived_seed(cfg.seed, "eval", self.rank)):
-                for _, x, y in self._eval_batches(source):
+            with isolated_rng(self.device, derived_seed(cfg.seed, "eval", self.rank)):
+                for _, x, y in self._data.eval_batches(source):
                     if generator is not None:
                         x = torch.bernoulli(x, generator=generator)
                     kwargs: dict[str, Any] = {"beta": 1.0}
