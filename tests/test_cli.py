@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from torchvision.io import read_image
@@ -48,7 +49,9 @@ def test_train_resume_continues_the_run(run_dir: Path, tmp_path: Path) -> None:
     assert main([*TINY_TRAIN, "--output-dir", str(out)]) == 0
     args = [a if a != "1" else "2" for a in TINY_TRAIN]  # --epochs 2
     assert main([*args, "--output-dir", str(out), "--resume"]) == 0
-    epochs = [json.loads(line).get("epoch") for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(line).get("epoch") for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     assert max(e for e in epochs if e is not None) == 2
 
 
@@ -94,7 +97,9 @@ def test_push_uploads_the_run_folder(run_dir: Path, monkeypatch) -> None:
     from huggingface_hub import HfApi
 
     uploaded = {}
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: repo_id)
+    monkeypatch.setattr(
+        HfApi, "create_repo", lambda self, repo_id, **kw: SimpleNamespace(repo_id=repo_id)
+    )
 
     def fake_upload(self, *, repo_id, folder_path, **kwargs):
         uploaded.update(repo_id=repo_id, files=sorted(p.name for p in Path(folder_path).iterdir()))

@@ -36,7 +36,7 @@ MODELS: dict[str, type[VAE]] = {"mlp": vaekit.MLPVAE, "conv": vaekit.ConvVAE}
 # `vaekit train` with no arguments: a small ConvVAE on 32x32 shapes, a couple of minutes on a
 # laptop CPU.
 DEFAULT_DATASET_KWARGS: dict[str, dict[str, Any]] = {"shapes": {"image_size": 32}}
-DEFAULT_MODEL = {
+DEFAULT_MODEL: dict[str, dict[str, Any]] = {
     "conv": {"latent_dim": 8, "channels": (16, 32, 64)},
     "mlp": {"latent_dim": 16},
 }
@@ -73,8 +73,12 @@ def _add_data(parser: ArgumentParser, required: bool) -> None:
 
 def build_parser() -> ArgumentParser:
     """The ``vaekit`` argument parser with one subcommand per action."""
-    parser = ArgumentParser(prog="vaekit", description="Variational autoencoders: train, "
-                            "evaluate, sample and share.", env_prefix="VAEKIT", default_env=False)
+    parser = ArgumentParser(
+        prog="vaekit",
+        description="Variational autoencoders: train, evaluate, sample and share.",
+        env_prefix="VAEKIT",
+        default_env=False,
+    )
     parser.add_argument("--version", action="version", version=f"vaekit {vaekit.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subcommands(dest="command")
@@ -92,6 +96,11 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--output-dir", default=None, help="default runs/<timestamp>")
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     train.add_argument(
+        "--init-from",
+        default=None,
+        help="fine-tune: start from this run directory or Hub repo (its architecture is used)",
+    )
+    train.add_argument(
         "--eval-split", default="test", help="split used for evaluation during training ('' none)"
     )
     for name, cls in MODELS.items():
@@ -101,8 +110,9 @@ def build_parser() -> ArgumentParser:
     train.set_defaults({"train.max_epochs": 3})
     commands.add_subcommand("train", train, help="train a model")
 
-    evaluate = ArgumentParser(description="Evaluate a model: ELBO, NLL (importance sampled), "
-                              "bits/dim.")
+    evaluate = ArgumentParser(
+        description="Evaluate a model: ELBO, NLL (importance sampled), bits/dim."
+    )
     _add_model_ref(evaluate)
     _add_data(evaluate, required=True)
     evaluate.add_argument("--num-samples", type=int, default=1000, help="importance samples K")
@@ -147,8 +157,10 @@ def build_parser() -> ArgumentParser:
     trav.add_argument("--out", default="traversal.png")
     commands.add_subcommand("traverse", trav, help="save latent traversals")
 
-    plot = ArgumentParser(description="Scatter of latent means coloured by label (PCA above "
-                          "2-D), and the manifold grid for a 2-D latent.")
+    plot = ArgumentParser(
+        description="Scatter of latent means coloured by label (PCA above "
+        "2-D), and the manifold grid for a 2-D latent."
+    )
     _add_model_ref(plot)
     _add_data(plot, required=True)
     plot.add_argument("--max-points", type=int, default=5000)
@@ -223,14 +235,18 @@ def _written(path: str | Path) -> None:
 def cmd_train(args: Namespace) -> int:
     train_set = _dataset(args, split=args.split)
     eval_set = _dataset(args, split=args.eval_split) if args.eval_split else None
-    x0 = train_set[0][0] if isinstance(train_set[0], (tuple, list)) else train_set[0]
-    model_args = dict(vars(args[args.model]))
-    model_args.pop("__path__", None)
-    if args.latent_dim is not None:
-        model_args["latent_dim"] = args.latent_dim
-    if args.likelihood is not None:
-        model_args["likelihood"] = args.likelihood
-    model = MODELS[args.model](input_shape=tuple(x0.shape), **model_args)
+    if args.init_from:
+        model: VAE = AutoVAE.from_pretrained(args.init_from).train()
+    else:
+        x0 = train_set[0][0] if isinstance(train_set[0], (tuple, list)) else train_set[0]
+        model_args = dict(vars(args[args.model]))
+        model_args.pop("__path__", None)
+        if args.latent_dim is not None:
+            model_args["latent_dim"] = args.latent_dim
+        if args.likelihood is not None:
+            model_args["likelihood"] = args.likelihood
+        model_cls: Any = MODELS[args.model]
+        model = model_cls(input_shape=tuple(x0.shape), **model_args)
 
     train_args = dict(vars(args.train))
     train_args.pop("__path__", None)
@@ -247,8 +263,10 @@ def cmd_train(args: Namespace) -> int:
         train_args["output_dir"] = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     config = vaekit.TrainConfig(**train_args)
     out = Path(config.output_dir or ".")
-    print(f"training {type(model).__name__} ({_num_params(model):,} parameters) on "
-          f"{args.dataset} ({len(train_set)} examples) -> {out}")
+    print(
+        f"training {type(model).__name__} ({_num_params(model):,} parameters) on "
+        f"{args.dataset} ({len(train_set)} examples) -> {out}"
+    )
     trainer = vaekit.Trainer(model, train_set, eval_data=eval_set, config=config)
     history = trainer.fit(resume_from=str(out) if args.resume else None)
     _save_pictures(model, history, out, eval_set if eval_set is not None else train_set)
@@ -284,8 +302,9 @@ def _save_pictures(model: VAE, history: list[dict[str, Any]], out: Path, dataset
         "samples.png": viz.sample_grid(model, n=64, y=y_sample, generator=gen),
         "reconstructions.png": viz.reconstruction_grid(model, x, y=y),
         "traversals.png": viz.image_grid(
-            viz.traverse(model, x[:1], dims=range(min(model.latent_dim, 10)),
-                         y=None if y is None else y[:1])
+            viz.traverse(
+                model, x[:1], dims=range(min(model.latent_dim, 10)), y=None if y is None else y[:1]
+            )
         ),
     }
     for name, grid in images.items():
@@ -313,8 +332,11 @@ def cmd_evaluate(args: Namespace) -> int:
         "active units": f"{metrics['active_units']}/{model.latent_dim}",
     }
     for key, value in rows.items():
-        shown = "n/a (continuous density)" if value is None else (
-            f"{value:.4f}" if isinstance(value, float) else value)
+        shown = (
+            "n/a (continuous density)"
+            if value is None
+            else (f"{value:.4f}" if isinstance(value, float) else value)
+        )
         print(f"{key:>36}: {shown}")
     if args.json:
         print(json.dumps(metrics))
@@ -347,7 +369,11 @@ def cmd_interpolate(args: Namespace) -> int:
     x, labels = _batch(_dataset(args), [args.index_a, args.index_b], model.device)
     y = _labels_for(model, labels, model.device)
     path = viz.interpolate(
-        model, x[0], x[1], steps=args.steps, method=args.method,
+        model,
+        x[0],
+        x[1],
+        steps=args.steps,
+        method=args.method,
         y=None if y is None else int(y[0]),
     )
     _written(viz.save_image(viz.image_grid(path, nrow=args.steps), args.out))
@@ -373,18 +399,25 @@ def cmd_latent_plot(args: Namespace) -> int:
     model = _load_model(args)
     dataset = _dataset(args)
     fig = viz.latent_scatter(
-        model, dataset, max_points=args.max_points, path=args.out,
+        model,
+        dataset,
+        max_points=args.max_points,
+        path=args.out,
         class_names=getattr(dataset, "class_names", None),
     )
     del fig
     _written(args.out)
     if model.latent_dim == 2 and len(model.input_shape) == 3:
-        out = args.manifold_out or str(Path(args.out).with_name(Path(args.out).stem + "_manifold.png"))
+        out = args.manifold_out or str(
+            Path(args.out).with_name(Path(args.out).stem + "_manifold.png")
+        )
         y = None if model.num_classes is None else 0
         _written(viz.save_image(viz.manifold_grid(model, y=y), out))
     elif args.manifold_out:
-        raise CLIError(f"the manifold grid needs a 2-D latent image model, this one has "
-                       f"latent_dim={model.latent_dim}")
+        raise CLIError(
+            f"the manifold grid needs a 2-D latent image model, this one has "
+            f"latent_dim={model.latent_dim}"
+        )
     return 0
 
 
@@ -395,7 +428,10 @@ def cmd_push(args: Namespace) -> int:
     model = AutoVAE.from_pretrained(run)
     metrics = _last_metrics(run)
     url = model.push_to_hub(
-        args.repo_id, private=args.private, token=args.token, revision=args.revision,
+        args.repo_id,
+        private=args.private,
+        token=args.token,
+        revision=args.revision,
         commit_message=args.commit_message,
         model_card={"metrics": metrics} if metrics else None,
     )
@@ -413,8 +449,11 @@ def _last_metrics(run: Path) -> dict[str, float]:
             record = json.loads(line)
             if "epoch" in record:
                 last = record
-    return {k: float(v) for k, v in last.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: float(v)
+        for k, v in last.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def cmd_info(args: Namespace) -> int:
@@ -454,8 +493,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub_args.command = command
     try:
         return COMMANDS[command](sub_args)
-    except (CLIError, ValueError, TypeError, FileNotFoundError, PermissionError,
-            vaekit.HubLoadError, OSError) as err:
+    except (
+        CLIError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        PermissionError,
+        vaekit.HubLoadError,
+        OSError,
+    ) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"vaekit {command}: error: {message}", file=sys.stderr)
         return 2 if isinstance(err, CLIError) else 1
