@@ -244,6 +244,18 @@ def test_autocast_forward_gives_a_finite_float32_loss(kind, dtype, device) -> No
     out.loss.backward()
 
 
+@pytest.mark.parametrize("dtype", low_precision_dtypes())
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_half_precision_model_computes_its_distributions_in_float32(kind, dtype, device) -> None:
+    model = small_model(kind, (1, 8, 8), "gaussian").to(device=device, dtype=dtype)
+    x = torch.rand(4, 1, 8, 8, device=device)
+    out = model(x)
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert model.reconstruct(x).shape == x.shape
+    assert torch.isfinite(model.log_likelihood(x, num_samples=8)).all()
+    assert model.sample(2).dtype == dtype
+
+
 def test_float64_model_computes_in_float64() -> None:
     model = small_model("mlp", (4,), "gaussian").double()
     out = model(torch.rand(2, 4, dtype=torch.float64))

@@ -23,6 +23,7 @@ from vaekit.models import (
     list_models,
     register_model,
 )
+from vaekit.training import Callback, NonFiniteLossError, TrainConfig, Trainer, resolve_device
 
 __version__ = "0.1.0.dev0"
 
@@ -30,11 +31,15 @@ __all__ = [
     "MLPVAE",
     "VAE",
     "AutoVAE",
+    "Callback",
     "ConvVAE",
     "ConvVAEConfig",
     "HubLoadError",
     "Likelihood",
     "MLPVAEConfig",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "Trainer",
     "VAEConfig",
     "VAEOutput",
     "__version__",
@@ -44,5 +49,6 @@ __all__ = [
     "list_models",
     "register_likelihood",
     "register_model",
+    "resolve_device",
     "viz",
 ]

@@ -25,10 +25,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from vaekit.hub import _resolve_device as resolve_device
 from vaekit.likelihoods import BernoulliLikelihood, DiscretizedLogisticLikelihood
 from vaekit.models.base import VAE
 from vaekit.objectives import kl_per_dim
+from vaekit.training.device import resolve_device
 
 __all__ = ["ACTIVE_UNIT_THRESHOLD", "eval_mode", "evaluate", "iter_batches"]
 

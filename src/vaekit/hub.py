@@ -622,21 +622,12 @@ def _looks_like_path(name_or_path: Any) -> bool:
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` loads on the CPU; anything else goes through the one device resolver."""
     if device is None:
         return torch.device("cpu")  # documented default: load where the weights are read
-    if device == "auto":
-        accelerator = getattr(torch, "accelerator", None)
-        if accelerator is not None and accelerator.is_available():
-            found = accelerator.current_accelerator()
-            if found is not None:
-                return torch.device(found)
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be None, 'auto' or a torch.device spec such as 'cuda:0', got {device!r}"
-        ) from err
+    from vaekit.training.device import resolve_device  # imported late: training uses hub
+
+    return resolve_device(device)
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

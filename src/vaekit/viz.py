@@ -283,7 +283,8 @@ def interpolate(
 
     Args:
         model: a VAE.
-        x_a, x_b: one example each, of shape ``input_shape`` or ``(1, *input_shape)``.
+        x_a: the first example, of shape ``input_shape`` or ``(1, *input_shape)``.
+        x_b: the second example, of the same shape.
         steps: number of points on the path (>= 2).
         method: ``"lerp"`` or ``"slerp"`` (see :func:`slerp`).
         y: for conditional models, the class index used for both ends and the decoding.

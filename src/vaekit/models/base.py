@@ -434,13 +434,13 @@ class VAE(nn.Module):
         return Independent(Normal(loc, scale, validate_args=False), 1)
 
     def _posterior(self, x: Tensor, y1h: Tensor | None) -> Distribution:
-        h = at_least_float32(self.encoder_output(x, y1h))
+        h = at_least_float32(self.encoder_output(x.to(self.dtype), y1h))
         loc, raw_scale = h.chunk(2, dim=-1)
         scale = F.softplus(raw_scale) + _MIN_POSTERIOR_SCALE
         return Independent(Normal(loc, scale, validate_args=False), 1)
 
     def _likelihood(self, z: Tensor, y1h: Tensor | None) -> Distribution:
-        return self.likelihood(self.decoder_output(z, y1h))
+        return self.likelihood(self.decoder_output(z.to(self.dtype), y1h))
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Distribution:
         """q(z|x): a diagonal Gaussian with batch shape ``(B,)``, event shape ``(latent_dim,)``.
@@ -607,8 +607,9 @@ class VAE(nn.Module):
             )
             z = loc + scale * eps  # (k, B, D)
             y_k = None if y1h is None else repeat(y1h, "b c -> (k b) c", k=k)
-            px = self._likelihood(z.flatten(0, 1), y_k)
-            log_px = px.log_prob(repeat(x, "b ... -> (k b) ...", k=k)).view(k, batch)
+            h = self.decoder_output(z.flatten(0, 1).to(self.dtype), y_k).unflatten(0, (k, batch))
+            px = self.likelihood(h, event_dims=len(self.input_shape))  # batch shape (k, B)
+            log_px = px.log_prob(x)  # x broadcasts over the k samples: (k, B)
             log_ws.append(log_px + pz.log_prob(z) - qz.log_prob(z))
         return iwae_bound(torch.cat(log_ws))
 
