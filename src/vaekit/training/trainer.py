@@ -200,6 +200,7 @@ class Trainer:
         self._data = DataFeeder(model, self.device, config)
         self._last_checkpoint: Path | None = None
         self._best_eval_loss = math.inf
+        self._lock: ckpt.RunLock | None = None
 
     # ---- public properties -----------------------------------------------------------------
 
@@ -627,6 +628,7 @@ class Trainer:
             NonFiniteLossError: a loss or gradient became NaN/Inf with ``nan_policy="raise"``.
             ValueError / TypeError: for data or settings that cannot work, before training.
             FileNotFoundError: ``resume_from`` holds no valid checkpoint.
+            OutputDirLockedError: another live run is writing into the same ``output_dir``.
         """
         self._dist = setup_distributed(self.device)
         self._data.rank, self._data.world_size = self._dist.rank, self._dist.world_size
@@ -745,6 +747,9 @@ class Trainer:
                 type(model).__name__,
                 type(model).model_type,
             )
+        if self.output_dir is not None and self.is_main_process:
+            self._lock = ckpt.RunLock(self.output_dir)
+            self._lock.acquire()  # before anything in output_dir is touched
         self._prepare_output_dir(resuming=resume_from is not None)
         self._all_callbacks = self._builtin_callbacks() + self.callbacks
         if resume_from is not None:
@@ -786,6 +791,9 @@ class Trainer:
             except Exception:  # closing must not hide the error that ended training
                 logger.exception("error while closing callback %s", type(cb).__name__)
         self._forward = None  # type: ignore[assignment]
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _call(self, hook: str, metrics: dict[str, Any]) -> None:
         for cb in self._all_callbacks:
