@@ -974,11 +974,7 @@ class Trainer:
         cfg = self.config
         epoch, batch = positions.get(first, (self._epoch_index + 1, -1))
         where = f"step {first} (epoch {epoch}, batch {batch})"
-        last = (
-            str(self._last_checkpoint)
-            if self._last_checkpoint is not None
-            else "none (set output_dir to keep checkpoints)"
-        )
+        last = self._last_checkpoint_text()
         if cfg.nan_policy == "raise" or longest > cfg.max_consecutive_skips:
             reason = (
                 f"{longest} non-finite steps in a row"
@@ -999,6 +995,13 @@ class Trainer:
         self._total_skipped += bad
         self._guard.copy_(torch.tensor([0, -1, run, run], device=self._guard.device))
 
+    def _last_checkpoint_text(self) -> str:
+        if self._last_checkpoint is not None:
+            return str(self._last_checkpoint)
+        if self.output_dir is None:
+            return "none (set output_dir to keep checkpoints)"
+        return f"none: no checkpoint was written in {str(self.output_dir)!r} yet"
+
     def _consecutive_run(self) -> int:
         return int(self._guard[2]) if self._lazy_guard else self._consecutive_skips
 
@@ -1007,11 +1010,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         where = f"step {self.step} (epoch {self._epoch_index + 1}, batch {batch_index})"
         values = f"loss={loss.detach().float().item()}, grad_norm={grad_norm.float().item()}"
-        last = (
-            str(self._last_checkpoint)
-            if self._last_checkpoint is not None
-            else "none (set output_dir to keep checkpoints)"
-        )
+        last = self._last_checkpoint_text()
         self._consecutive_skips += 1
         if cfg.nan_policy == "raise" or self._consecutive_skips > cfg.max_consecutive_skips:
             reason = (
