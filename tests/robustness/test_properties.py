@@ -240,23 +240,53 @@ def _model(kind: str) -> vaekit.VAE:
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8]
 
 
+FORWARD_VALID = {
+    "shape_edit": st.just("ok"),
+    "batch": st.integers(1, 3),
+    "dtype": st.sampled_from(DTYPES[:4]),
+    "poison": st.none(),
+    "labels": st.just("ok"),
+    "beta": st.sampled_from([1.0, 0.0, 2.5, 3]),
+}
+FORWARD_BAD = {
+    "shape_edit": st.sampled_from(["drop_batch", "flatten", "extra_dim", "wrong_size"]),
+    "batch": st.just(0),
+    "dtype": st.sampled_from(DTYPES[4:]),
+    "poison": st.sampled_from([math.nan, math.inf, -math.inf, -0.5, 1.5, 0.5 / 255]),
+    "labels": st.sampled_from(["none", "float", "out_of_range", "wrong_length"]),
+    "beta": st.sampled_from([math.nan, math.inf, -1.0, "1", True]),
+}
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     kind=st.sampled_from(["mlp-bernoulli", "conv-dlogistic-conditional", "mlp-gaussian"]),
-    shape_edit=st.sampled_from(["ok", "drop_batch", "flatten", "extra_dim", "wrong_size"]),
-    batch=st.integers(1, 3),
-    dtype=st.sampled_from(DTYPES),
-    poison=st.sampled_from([None, math.nan, math.inf, -math.inf, -0.5, 1.5, 0.5 / 255]),
-    labels=st.sampled_from(["ok", "none", "float", "out_of_range", "wrong_length"]),
+    data=st.data(),
 )
-def test_forward_refuses_bad_batches_and_trains_on_good_ones(
-    kind: str, shape_edit: str, batch: int, dtype: torch.dtype, poison: Any, labels: str
+def test_forward_refuses_bad_batches_and_trains_on_good_ones(kind: str, data: Any) -> None:
+    drawn = {name: data.draw(strategy, label=name) for name, strategy in FORWARD_VALID.items()}
+    corrupt = data.draw(st.one_of(st.none(), st.sampled_from(sorted(FORWARD_BAD))), label="bad")
+    if corrupt is not None:
+        drawn[corrupt] = data.draw(FORWARD_BAD[corrupt], label=f"bad {corrupt}")
+    _check_forward(kind, **drawn)
+
+
+def _check_forward(
+    kind: str,
+    shape_edit: str,
+    batch: int,
+    dtype: torch.dtype,
+    poison: Any,
+    labels: str,
+    beta: Any,
 ) -> None:
     model = _model(kind)
     model.train()
+    if batch == 0:
+        shape_edit = "ok"  # an empty batch of the right shape is the case under test
     gen = torch.Generator().manual_seed(batch)
     x = _target(model, batch, gen)
-    if poison is not None:
+    if poison is not None and batch:
         x.view(-1)[0] = poison
     x = x.to(dtype)
     if shape_edit == "drop_batch":
@@ -286,12 +316,20 @@ def test_forward_refuses_bad_batches_and_trains_on_good_ones(
         and not (kind.startswith("conv-dlogistic") and poison == 0.5 / 255)
     )
     valid_labels = labels == "ok" if conditional else y is None
-    valid = valid_shape and dtype.is_floating_point and in_support and valid_labels
+    valid_beta = beta in (1.0, 0.0, 2.5, 3) and not isinstance(beta, bool | str)
+    valid = (
+        valid_shape
+        and dtype.is_floating_point
+        and in_support
+        and valid_labels
+        and valid_beta
+        and batch > 0
+    )
     # 8-bit levels k/255 are not exactly representable in half precision: the grid check of
     # the discretized logistic may refuse them either way.
     undecided = kind.startswith("conv-dlogistic") and dtype in (torch.float16, torch.bfloat16)
     try:
-        out = model(x, y)
+        out = model(x, y, beta=beta)
     except (ValueError, TypeError) as err:
         assert str(err).strip()
         assert undecided or not valid, f"a valid batch was refused: {err}"
