@@ -115,8 +115,11 @@ def trainer_epoch(
         save_images=False,
         log_every_steps=10**9,
     )
-    if compile_model:  # compile outside the timed epoch: same model object, cached graphs
-        Trainer(model, TensorDataset(x[: 20 * batch_size]), config=config).fit()
+    if compile_model:
+        # Compile outside the timed epoch (same model object, so the graphs are cached), for
+        # the full batches and for the epoch's last, smaller batch.
+        warm = x[: 20 * batch_size + x.shape[0] % batch_size]
+        Trainer(model, TensorDataset(warm), config=config).fit()
     data = TensorDataset(x)
     sync(device)
     start = time.perf_counter()

@@ -145,3 +145,15 @@ def test_unknown_model_choice_is_refused(capsys) -> None:
 def test_console_script_is_declared() -> None:
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert 'vaekit = "vaekit.cli:main"' in text
+
+
+@pytest.mark.parametrize(
+    "config",
+    sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml")),
+)
+def test_benchmark_recipes_parse(config: Path) -> None:
+    from vaekit.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--config", str(config)])
+    train_args = {k: v for k, v in vars(args.train.train).items() if k != "__path__"}
+    assert vaekit.TrainConfig(**train_args).max_epochs >= 1

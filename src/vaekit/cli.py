@@ -33,9 +33,11 @@ logger = logging.getLogger("vaekit.cli")
 
 MODELS: dict[str, type[VAE]] = {"mlp": vaekit.MLPVAE, "conv": vaekit.ConvVAE}
 
-# `vaekit train` with no arguments: a small ConvVAE on 32x32 shapes, a couple of minutes on a
-# laptop CPU.
-DEFAULT_DATASET_KWARGS: dict[str, dict[str, Any]] = {"shapes": {"image_size": 32}}
+# `vaekit train` with no arguments: a small ConvVAE on 32x32 shapes, a few minutes on a laptop
+# CPU. Every subcommand uses the same dataset defaults, so `evaluate` sees the images `train` saw.
+DEFAULT_DATASET_KWARGS: dict[str, dict[str, Any]] = {
+    "shapes": {"image_size": 32, "num_positions": 8}
+}
 DEFAULT_MODEL: dict[str, dict[str, Any]] = {
     "conv": {"latent_dim": 8, "channels": (16, 32, 64)},
     "mlp": {"latent_dim": 16},
@@ -194,7 +196,7 @@ def _load_model(args: Namespace) -> VAE:
 
 
 def _dataset(args: Namespace, split: str | None = None) -> Any:
-    kwargs = dict(DEFAULT_DATASET_KWARGS.get(args.dataset, {})) if args.command == "train" else {}
+    kwargs = dict(DEFAULT_DATASET_KWARGS.get(args.dataset, {}))
     kwargs.update(args.dataset_kwargs or {})
     return vdata.load_dataset(args.dataset, split=split or args.split, root=args.root, **kwargs)
 

@@ -435,6 +435,10 @@ def _model_card(model: VAE, facts: Mapping[str, Any]) -> ModelCard:
         datasets=facts.get("datasets") or None,
         metrics=list(metrics) or None,
         base_model=facts.get("base_model") or None,
+        # Machine-readable copy of the tables, so that cards can be checked by tests.
+        vaekit={"metrics": dict(metrics), "training": dict(facts.get("training") or {})}
+        if metrics
+        else None,
     )
     config_dict = config.to_dict()
     architecture_rows = [("Class", f"`{type(model).__name__}`")]

@@ -54,12 +54,22 @@ def faulty(bad_calls: tuple[int, ...], bad_grad: bool = False) -> Faulty:
     return model
 
 
+@contextlib.contextmanager
+def sync_free(on: bool) -> Iterator[None]:
+    """Forces the accelerators' sync-free guard (masked fused-Adam steps) on or off."""
+    import vaekit.training.trainer as trainer_module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "_use_lazy_guard", lambda *args: on)
+        yield
+
+
 @pytest.mark.parametrize("bad_grad", [False, True], ids=["nan-loss", "nan-grad"])
 def test_raise_names_step_batch_and_last_checkpoint(tmp_path: Path, bad_grad: bool) -> None:
     model = faulty((5,), bad_grad)
     config = make_config(max_epochs=3, output_dir=str(tmp_path))
     trainer = Trainer(model, make_dataset(128), config=config)
-    with pytest.raises(NonFiniteLossError) as info:
+    with sync_free(False), pytest.raises(NonFiniteLossError) as info:  # the immediate guard
         trainer.fit()
     err = info.value
     assert (err.step, err.epoch, err.batch_index) == (5, 2, 1)
@@ -90,18 +100,11 @@ def test_skip_policy_counts_skipped_steps_and_finishes(tmp_path: Path) -> None:
 def test_skip_policy_gives_up_after_too_many_bad_steps_in_a_row() -> None:
     model = faulty(tuple(range(2, 100)))
     config = make_config(max_epochs=3, nan_policy="skip", max_consecutive_skips=3)
-    with pytest.raises(NonFiniteLossError, match="4 non-finite steps in a row at step 5"):
+    with (
+        sync_free(False),
+        pytest.raises(NonFiniteLossError, match="4 non-finite steps in a row at step 5"),
+    ):
         Trainer(model, make_dataset(128), config=config).fit()
-
-
-@contextlib.contextmanager
-def sync_free(on: bool) -> Iterator[None]:
-    """Forces the accelerators' sync-free guard (masked fused-Adam steps) on or off."""
-    import vaekit.training.trainer as trainer_module
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer_module, "_use_lazy_guard", lambda *args: on)
-        yield
 
 
 def test_sync_free_guard_skips_exactly_like_the_eager_one() -> None:
