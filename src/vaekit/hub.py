@@ -52,6 +52,7 @@ from vaekit.models.base import VAE, get_model_class
 __all__ = [
     "CONFIG_NAME",
     "FORMAT_VERSION",
+    "MAX_PARAMETERS",
     "MODEL_CARD_NAME",
     "WEIGHTS_NAME",
     "AutoVAE",
@@ -75,6 +76,11 @@ WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "README.md"
 #: Version of the saved layout. Bump it when an older vaekit could not read new files correctly.
 FORMAT_VERSION = 1
+# Loading refuses configs describing bigger models unless max_parameters says otherwise: a
+# hostile config.json must not make from_pretrained allocate terabytes before any check.
+MAX_PARAMETERS = 1_000_000_000
+_MAX_CONFIG_BYTES = 1 << 20  # a vaekit config.json is well under a kilobyte
+_MAX_CONFIG_ITEMS = 256  # entries of one list (hidden_dims, channels): layers are built one by one
 _METADATA_KEYS = ("model_type", "format_version", "vaekit_version")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -507,6 +513,7 @@ def load_pretrained(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     strict: bool = True,
+    max_parameters: int | None = MAX_PARAMETERS,
 ) -> Any:
     """Loads a model saved by :func:`save_pretrained` from a directory or a Hub repo.
 
@@ -534,6 +541,10 @@ def load_pretrained(
         strict: with ``False``, weights missing from the file keep their fresh initialisation
             and extra weights in the file are ignored (both are logged). Shape and dtype
             mismatches are refused either way.
+        max_parameters: refuse a ``config.json`` describing a model with more parameters
+            than this (counted on the meta device, before anything is allocated or the weights
+            are downloaded), or with lists of more than 256 layers. ``None`` turns both checks
+            off, for a file you trust.
 
     Returns:
         The model, in eval mode, on ``device``.
@@ -590,6 +601,7 @@ def load_pretrained(
             "model.save_pretrained(...) or push them with model.push_to_hub(...)."
         )
     model_cls, config = _read_config(cls, Path(config_path), source)
+    _check_model_size(model_cls, config, source, max_parameters)
 
     weights_path = source.fetch(WEIGHTS_NAME)
     if weights_path is None:
@@ -655,11 +667,21 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 def _read_config(
     cls: type[VAE] | type[AutoVAE], path: Path, source: _Source
 ) -> tuple[type[VAE], Any]:
+    size = path.stat().st_size
+    if size > _MAX_CONFIG_BYTES:
+        raise IncompatibleConfigError(
+            f"{CONFIG_NAME} of {source} is {size:,} bytes; a vaekit config is well under "
+            f"{_MAX_CONFIG_BYTES:,}, so this is not one"
+        )
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise IncompatibleConfigError(
             f"{CONFIG_NAME} of {source} is not valid JSON: {err}"
+        ) from err
+    except RecursionError as err:  # json gives up on very deep nesting this way
+        raise IncompatibleConfigError(
+            f"{CONFIG_NAME} of {source} is nested too deeply to be a vaekit config"
         ) from err
     if not isinstance(raw, dict):
         raise IncompatibleConfigError(
@@ -706,6 +728,42 @@ def _read_config(
             f"{CONFIG_NAME} of {source} is not a valid {saved_cls.config_class.__name__}: {err}"
         ) from err
     return saved_cls, config
+
+
+def _check_model_size(
+    model_cls: type[VAE], config: Any, source: _Source, max_parameters: int | None
+) -> None:
+    """Refuses a config that describes an absurdly large model, before allocating anything."""
+    if max_parameters is None:
+        return
+    if isinstance(max_parameters, bool) or not isinstance(max_parameters, int):
+        raise TypeError(f"max_parameters must be an integer or None, got {max_parameters!r}")
+    for name, value in vars(config).items():
+        if isinstance(value, tuple) and len(value) > _MAX_CONFIG_ITEMS:
+            raise IncompatibleConfigError(
+                f"{CONFIG_NAME} of {source} lists {len(value):,} entries in {name}, more than "
+                f"the {_MAX_CONFIG_ITEMS} layers vaekit accepts from a file; pass "
+                "max_parameters=None to load it anyway if you trust it"
+            )
+    try:
+        # The meta device records shapes without storage: counting costs no memory.
+        with torch.device("meta"):
+            probe = model_cls.from_config(config)
+    except (RuntimeError, OverflowError, MemoryError) as err:
+        raise IncompatibleConfigError(
+            f"{CONFIG_NAME} of {source} describes tensors too large to exist ({err})"
+        ) from err
+    except (ValueError, TypeError) as err:
+        raise IncompatibleConfigError(
+            f"{CONFIG_NAME} of {source} does not describe a buildable {model_cls.__name__}: {err}"
+        ) from err
+    count = sum(t.numel() for t in probe.state_dict().values())
+    if count > max_parameters:
+        raise IncompatibleConfigError(
+            f"{CONFIG_NAME} of {source} describes a {model_cls.__name__} with {count:,} "
+            f"parameters, more than max_parameters={max_parameters:,}; nothing was allocated. "
+            "If you trust the file, pass max_parameters=None (or a larger limit)"
+        )
 
 
 # ---- weights -----------------------------------------------------------------------------

@@ -313,7 +313,16 @@ class DiscretizedLogisticMixture(Distribution):
         log_one_minus_cdf_minus = -F.softplus(minus)
         # log(CDF(plus) - CDF(minus)), exact and stable in both tails through the identity
         # sigmoid(a) - sigmoid(b) = sigmoid(a) * sigmoid(-b) * (1 - exp(b - a)).
-        log_mid = F.logsigmoid(plus) + F.logsigmoid(-minus) + torch.log(-torch.expm1(minus - plus))
+        # a - b = d = bin width / scale. For a very wide logistic d underflows to 0 and
+        # log(1 - exp(-d)) would be -inf (a NaN gradient even where torch.where discards it),
+        # so small d uses log(1 - exp(-d)) = log d - d/2 + O(d^2) with log d from log_scale.
+        log_d = math.log(2 * half_bin) - self.log_scale
+        d = torch.exp(log_d)
+        small = d < 1e-4
+        log_one_minus_exp = torch.where(
+            small, log_d - d / 2, torch.log(-torch.expm1(-d.clamp(min=1e-4)))
+        )
+        log_mid = F.logsigmoid(plus) + F.logsigmoid(-minus) + log_one_minus_exp
         lowest = x < half_bin
         highest = x > 1 - half_bin
         log_bin = torch.where(

@@ -365,6 +365,10 @@ class VAE(nn.Module):
         expected = (x.shape[0], *self.input_shape) if x.dim() else self.input_shape
         if tuple(x.shape) != tuple(expected) or x.dim() != len(self.input_shape) + 1:
             raise ValueError(self._shape_hint(x))
+        if x.shape[0] == 0:
+            raise ValueError(
+                f"x holds no examples (shape {tuple(x.shape)}); pass a batch of at least one"
+            )
         if not torch.isfinite(x).all():
             raise ValueError(
                 "x contains NaN or Inf values; clean the data (e.g. torch.nan_to_num) first"
@@ -494,6 +498,13 @@ class VAE(nn.Module):
             self.check_input(x, y)
         if iwae_samples < 1:
             raise ValueError(f"iwae_samples must be >= 1, got {iwae_samples}")
+        if not isinstance(beta, Tensor) and (
+            isinstance(beta, bool)
+            or not isinstance(beta, int | float)
+            or not math.isfinite(beta)
+            or beta < 0
+        ):
+            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
         y1h = self._one_hot(y, x)
         qz = self._posterior(x, y1h)
         pz = self.prior()

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "FORMAT_VERSION",
+    "OutputDirLockedError",
+    "RunLock",
     "decode_state",
     "encode_state",
     "find_latest_checkpoint",
@@ -52,6 +54,70 @@ MODEL_WEIGHTS = "model.safetensors"
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8,})$")
+LOCK_NAME = ".vaekit.lock"
+
+
+# --------------------------------------------------------------------------------------------
+# One run per output_dir.
+# --------------------------------------------------------------------------------------------
+
+
+class OutputDirLockedError(RuntimeError):
+    """Another live training run holds the lock of the same ``output_dir``."""
+
+
+class RunLock:
+    """An exclusive lock on a run's ``output_dir``, held while a Trainer writes into it.
+
+    The lock is an ``flock`` on ``output_dir/.vaekit.lock``, which holds the pid of its owner
+    (for the error message only). The kernel releases it when the process exits, however it
+    exits (SIGKILL included), so a lock left by a dead run never blocks a new one: there is no
+    stale-lock state to clean up. On systems without ``fcntl`` (Windows) nothing is locked.
+    """
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock, or raises :class:`OutputDirLockedError` naming the pid holding it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            logger.debug("no fcntl here: %s is not locked", self.path.parent)
+            return
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            except OSError:
+                holder = "unknown"
+            os.close(fd)
+            raise OutputDirLockedError(
+                f"output_dir {str(self.path.parent)!r} is in use by another training run (pid "
+                f"{holder}, lock {str(self.path)!r}); two runs writing into one directory would "
+                "corrupt each other's checkpoints. Wait for that run to finish, stop it, or "
+                "choose another output_dir"
+            ) from err
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Releases the lock (the file stays: unlinking it would race with a new owner)."""
+        if self._fd is None:
+            return
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

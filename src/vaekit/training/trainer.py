@@ -200,6 +200,7 @@ class Trainer:
         self._data = DataFeeder(model, self.device, config)
         self._last_checkpoint: Path | None = None
         self._best_eval_loss = math.inf
+        self._lock: ckpt.RunLock | None = None
 
     # ---- public properties -----------------------------------------------------------------
 
@@ -627,6 +628,7 @@ class Trainer:
             NonFiniteLossError: a loss or gradient became NaN/Inf with ``nan_policy="raise"``.
             ValueError / TypeError: for data or settings that cannot work, before training.
             FileNotFoundError: ``resume_from`` holds no valid checkpoint.
+            OutputDirLockedError: another live run is writing into the same ``output_dir``.
         """
         self._dist = setup_distributed(self.device)
         self._data.rank, self._data.world_size = self._dist.rank, self._dist.world_size
@@ -745,6 +747,9 @@ class Trainer:
                 type(model).__name__,
                 type(model).model_type,
             )
+        if self.output_dir is not None and self.is_main_process:
+            self._lock = ckpt.RunLock(self.output_dir)
+            self._lock.acquire()  # before anything in output_dir is touched
         self._prepare_output_dir(resuming=resume_from is not None)
         self._all_callbacks = self._builtin_callbacks() + self.callbacks
         if resume_from is not None:
@@ -786,6 +791,9 @@ class Trainer:
             except Exception:  # closing must not hide the error that ended training
                 logger.exception("error while closing callback %s", type(cb).__name__)
         self._forward = None  # type: ignore[assignment]
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _call(self, hook: str, metrics: dict[str, Any]) -> None:
         for cb in self._all_callbacks:
@@ -966,11 +974,7 @@ class Trainer:
         cfg = self.config
         epoch, batch = positions.get(first, (self._epoch_index + 1, -1))
         where = f"step {first} (epoch {epoch}, batch {batch})"
-        last = (
-            str(self._last_checkpoint)
-            if self._last_checkpoint is not None
-            else "none (set output_dir to keep checkpoints)"
-        )
+        last = self._last_checkpoint_text()
         if cfg.nan_policy == "raise" or longest > cfg.max_consecutive_skips:
             reason = (
                 f"{longest} non-finite steps in a row"
@@ -991,6 +995,13 @@ class Trainer:
         self._total_skipped += bad
         self._guard.copy_(torch.tensor([0, -1, run, run], device=self._guard.device))
 
+    def _last_checkpoint_text(self) -> str:
+        if self._last_checkpoint is not None:
+            return str(self._last_checkpoint)
+        if self.output_dir is None:
+            return "none (set output_dir to keep checkpoints)"
+        return f"none: no checkpoint was written in {str(self.output_dir)!r} yet"
+
     def _consecutive_run(self) -> int:
         return int(self._guard[2]) if self._lazy_guard else self._consecutive_skips
 
@@ -999,11 +1010,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         where = f"step {self.step} (epoch {self._epoch_index + 1}, batch {batch_index})"
         values = f"loss={loss.detach().float().item()}, grad_norm={grad_norm.float().item()}"
-        last = (
-            str(self._last_checkpoint)
-            if self._last_checkpoint is not None
-            else "none (set output_dir to keep checkpoints)"
-        )
+        last = self._last_checkpoint_text()
         self._consecutive_skips += 1
         if cfg.nan_policy == "raise" or self._consecutive_skips > cfg.max_consecutive_skips:
             reason = (
