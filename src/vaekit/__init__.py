@@ -23,7 +23,14 @@ from vaekit.models import (
     list_models,
     register_model,
 )
-from vaekit.training import Callback, NonFiniteLossError, TrainConfig, Trainer, resolve_device
+from vaekit.training import (
+    Callback,
+    NonFiniteLossError,
+    OutputDirLockedError,
+    TrainConfig,
+    Trainer,
+    resolve_device,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -38,6 +45,7 @@ __all__ = [
     "Likelihood",
     "MLPVAEConfig",
     "NonFiniteLossError",
+    "OutputDirLockedError",
     "TrainConfig",
     "Trainer",
     "VAEConfig",

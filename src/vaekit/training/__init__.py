@@ -13,7 +13,11 @@ from vaekit.training.callbacks import (
     JSONLLogger,
     TensorBoardLogger,
 )
-from vaekit.training.checkpoint import find_latest_checkpoint, verify_checkpoint
+from vaekit.training.checkpoint import (
+    OutputDirLockedError,
+    find_latest_checkpoint,
+    verify_checkpoint,
+)
 from vaekit.training.config import TrainConfig
 from vaekit.training.device import available_devices, resolve_device
 from vaekit.training.trainer import NonFiniteLossError, Trainer, lr_factor
@@ -24,6 +28,7 @@ __all__ = [
     "ImageGridSaver",
     "JSONLLogger",
     "NonFiniteLossError",
+    "OutputDirLockedError",
     "TensorBoardLogger",
     "TrainConfig",
     "Trainer",
