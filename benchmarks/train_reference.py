@@ -73,7 +73,10 @@ def main() -> None:
     metrics = subset_metrics(
         model, args.dataset, args.binarize, args.subset, args.subset_samples, dataset_kwargs
     )
-    training: dict[str, object] = {"recipe": ", ".join(args.recipe) or "see benchmarks/"}
+    training: dict[str, object] = {
+        "recipe": ", ".join(args.recipe) or "see benchmarks/",
+        "binarized_test": args.binarize,
+    }
     if args.full_metrics:
         full = json.loads(Path(args.full_metrics).read_text())
         metrics.update(

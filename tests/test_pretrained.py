@@ -30,7 +30,7 @@ def test_card_metrics_hold(path: Path) -> None:
     metrics = card["vaekit"]["metrics"]
     dataset = card["datasets"][0]
     dataset_kwargs = json.loads(card["vaekit"]["training"].get("dataset_kwargs", "{}"))
-    binarized = model.likelihood.name == "bernoulli" and dataset != "shapes"
+    binarized = card["vaekit"]["training"]["binarized_test"]
     kwargs = dict(dataset_kwargs)
     if binarized:
         kwargs.update(binarize="static", binarize_seed=0)
