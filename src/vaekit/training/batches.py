@@ -288,7 +288,8 @@ class DataFeeder:
     def first_items(self, source: DataSource, n: int) -> tuple[Tensor, Tensor | None] | None:
         """The first ``n`` examples of a source, without touching the training RNG streams."""
         if source.kind == "memory":
-            assert source.x is not None
+            if source.x is None:  # internal invariant of _Source
+                raise RuntimeError("x missing from the data source")
             labels = None if source.labels is None else source.labels[:n]
             return source.x[:n], labels
         dataset = source.dataset if source.kind == "dataset" else source.loader.dataset  # type: ignore[union-attr]
@@ -315,7 +316,8 @@ class DataFeeder:
     def batches_per_epoch(self, source: DataSource) -> int:
         cfg = self.config
         if source.kind == "loader":
-            assert source.loader is not None
+            if source.loader is None:  # internal invariant of _Source
+                raise RuntimeError("loader missing from the data source")
             try:
                 return len(source.loader)
             except TypeError:
@@ -325,7 +327,8 @@ class DataFeeder:
                         "set max_steps so the trainer knows when to stop"
                     ) from None
                 return cfg.max_steps
-        assert source.num_examples is not None
+        if source.num_examples is None:  # internal invariant of _Source
+            raise RuntimeError("num_examples missing from the data source")
         per_rank = -(-source.num_examples // self.world_size)
         if cfg.drop_last:
             return per_rank // cfg.batch_size
@@ -343,7 +346,8 @@ class DataFeeder:
         bs = cfg.batch_size
         num_batches = self.batches_per_epoch(source)
         if source.kind == "memory":
-            assert source.x is not None and source.num_examples is not None
+            if source.x is None or source.num_examples is None:  # _Source invariant
+                raise RuntimeError("an in-memory data source lacks its tensors")
             order = self._epoch_order(source.num_examples, epoch).to(self.device)
             for b in range(start, num_batches):
                 idx = order[b * bs : (b + 1) * bs]
@@ -352,7 +356,8 @@ class DataFeeder:
                 yield b, x, y
             return
         if source.kind == "dataset":
-            assert source.num_examples is not None
+            if source.num_examples is None:  # internal invariant of _Source
+                raise RuntimeError("num_examples missing from the data source")
             order = self._epoch_order(source.num_examples, epoch)[start * bs :]
             loader = DataLoader(
                 source.dataset,
@@ -379,7 +384,8 @@ class DataFeeder:
         """Iterates the user's DataLoader; on a mid-epoch resume, replays the epoch's start
         (its RNG state was saved) and skips the batches already trained on."""
         loader = source.loader
-        assert loader is not None
+        if loader is None:  # _Source invariant
+            raise RuntimeError("a DataLoader source lacks its loader")
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)  # type: ignore[union-attr]
@@ -415,7 +421,8 @@ class DataFeeder:
     def eval_batches(self, source: DataSource) -> Iterator[tuple[int, Tensor, Tensor | None]]:
         bs = self.config.eval_batch_size or self.config.batch_size
         if source.kind == "memory":
-            assert source.x is not None and source.num_examples is not None
+            if source.x is None or source.num_examples is None:  # _Source invariant
+                raise RuntimeError("an in-memory data source lacks its tensors")
             idx = shard_indices(
                 torch.arange(source.num_examples, device=self.device),
                 self.rank,
@@ -429,7 +436,8 @@ class DataFeeder:
                 yield b, x, y
             return
         if source.kind == "dataset":
-            assert source.num_examples is not None
+            if source.num_examples is None:  # internal invariant of _Source
+                raise RuntimeError("num_examples missing from the data source")
             order = shard_indices(
                 torch.arange(source.num_examples), self.rank, self.world_size, pad=False
             )
