@@ -858,7 +858,7 @@ def _compare(
 _PICKLE_HINT = (
     "vaekit loads safetensors only, because unpickling a file can run arbitrary code. "
     "To convert, in an environment where you trust the file: load the state dict yourself "
-    "with PyTorch's weights-only loader, build the model and call "
+    "with torch.load and weights_only=True, build the model and call "
     "model.load_state_dict(state_dict), then model.save_pretrained(directory) "
     "(or safetensors.torch.save_file(state_dict, 'model.safetensors') next to a vaekit "
     "config.json)."
