@@ -84,9 +84,13 @@ class Likelihood(nn.Module):
         channel_dim = self._channel_dim(h, event_dims)
         device_type = h.device.type if h.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
         with torch.autocast(device_type=device_type, enabled=False):
-            params = at_least_float32(h).chunk(self.params_per_element, dim=channel_dim)
-            base = self.distribution(*params)
+            base = self.elementwise(at_least_float32(h), channel_dim)
         return Independent(base, h.dim() - channel_dim)
+
+    def elementwise(self, h: Tensor, channel_dim: int) -> Distribution:
+        """Splits float32 decoder output along ``channel_dim`` into the parameters of
+        :meth:`distribution` (override for another layout)."""
+        return self.distribution(*h.chunk(self.params_per_element, dim=channel_dim))
 
     def _channel_dim(self, h: Tensor, event_dims: int | None) -> int:
         channel_dim = 1 if event_dims is None else h.dim() - event_dims
@@ -370,20 +374,14 @@ class DiscretizedLogisticLikelihood(Likelihood):
         self.num_bins = num_bins
         self.params_per_element = 3 * num_mixtures
 
-    def forward(self, h: Tensor, event_dims: int | None = None) -> Distribution:
-        channel_dim = self._channel_dim(h, event_dims)
-        device_type = h.device.type if h.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
-        with torch.autocast(device_type=device_type, enabled=False):
-            # (*batch, 3*K*C, *S) -> three tensors (*batch, C, *S, K)
-            k = self.num_mixtures
-            h = at_least_float32(h).unflatten(channel_dim, (3, k, -1))
-            h = h.movedim(channel_dim + 1, -1)
-            logits, loc, log_scale = h.unbind(channel_dim)
-            # Locations start around the middle of [0, 1]; sigmoid keeps them in range.
-            base = DiscretizedLogisticMixture(
-                logits, torch.sigmoid(loc), log_scale, num_bins=self.num_bins
-            )
-        return Independent(base, base.loc.dim() - 1 - channel_dim)
+    def elementwise(self, h: Tensor, channel_dim: int) -> Distribution:
+        # (*batch, 3*K*C, *S) -> three tensors (*batch, C, *S, K)
+        h = h.unflatten(channel_dim, (3, self.num_mixtures, -1)).movedim(channel_dim + 1, -1)
+        logits, loc, log_scale = h.unbind(channel_dim)
+        # Locations start around the middle of [0, 1]; sigmoid keeps them in range.
+        return DiscretizedLogisticMixture(
+            logits, torch.sigmoid(loc), log_scale, num_bins=self.num_bins
+        )
 
     def validate_target(self, x: Tensor) -> None:
         _check_unit_interval(x, "discretized logistic")
