@@ -6,6 +6,11 @@ per image (``vaekit.evaluate``). Models are trained by the recipes in ``benchmar
 
     vaekit train --config benchmarks/configs/fashion_mlp.yaml --output-dir runs/fashion-mlp
     python benchmarks/quality.py runs/fashion-mlp --num-samples 5000 --json test.json
+
+Models of the 8-bit grey levels (``discretized_logistic``) are evaluated on the grey test set
+with ``--grey``; they report bits per dimension:
+
+    python benchmarks/quality.py runs/fashion-conv-dl --grey --num-samples 1000
 """
 
 from __future__ import annotations
@@ -31,10 +36,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the metrics here")
+    parser.add_argument(
+        "--grey", action="store_true", help="the 8-bit grey-level test set, not binarised"
+    )
     args = parser.parse_args()
 
     model = vaekit.AutoVAE.from_pretrained(args.run, device=args.device)
-    test = load_dataset("fashion-mnist", split="test", binarize="static", binarize_seed=0)
+    if args.grey:
+        test = load_dataset("fashion-mnist", split="test")
+    else:
+        test = load_dataset("fashion-mnist", split="test", binarize="static", binarize_seed=0)
     if args.limit:
         test = test.subset(range(args.limit))
     start = time.perf_counter()
@@ -54,6 +65,7 @@ def main() -> None:
         f"ELBO {metrics['elbo']:.2f}, KL {metrics['kl']:.2f}, active units "
         f"{metrics['active_units']}/{model.latent_dim}, {metrics['num_examples']} images, "
         f"{seconds:.0f} s"
+        + (f", {metrics['bits_per_dim']:.4f} bits/dim" if metrics["bits_per_dim"] else "")
     )
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2))
