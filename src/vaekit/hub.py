@@ -47,6 +47,7 @@ from huggingface_hub.file_download import repo_folder_name
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from vaekit._files import follow_umask
 from vaekit.models.base import VAE, get_model_class
 
 __all__ = [
@@ -289,10 +290,10 @@ def _config_json(model: VAE) -> str:
 
 def _write_atomic(path: Path, write: Any) -> None:
     """Writes via a temporary file in the same directory, so a crash leaves no half file."""
-    # Not mkstemp: its 0600 mode would stick to the final file; this one follows the umask.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         write(tmp)
+        follow_umask(tmp)  # safetensors writes 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -30,6 +30,8 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from vaekit._files import follow_umask
+
 __all__ = [
     "FORMAT_VERSION",
     "OutputDirLockedError",
@@ -156,6 +158,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(tmp)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -274,6 +277,7 @@ def write_model_files(model: nn.Module, directory: Path, atomic: bool = False) -
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata=metadata)
+            follow_umask(tmp)  # mkstemp and safetensors create 0600
             _fsync_path(Path(tmp))
             os.replace(tmp, directory / MODEL_WEIGHTS)
         except BaseException:
@@ -282,6 +286,7 @@ def write_model_files(model: nn.Module, directory: Path, atomic: bool = False) -
         atomic_write_bytes(directory / MODEL_CONFIG, _json_bytes(model_config_dict(model)))
         return
     save_file(tensors, directory / MODEL_WEIGHTS, metadata=metadata)
+    follow_umask(directory / MODEL_WEIGHTS)
     _fsync_path(directory / MODEL_WEIGHTS)
     _write_bytes(directory / MODEL_CONFIG, _json_bytes(model_config_dict(model)))
 
@@ -308,6 +313,7 @@ def write_model_dir(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    follow_umask(tmp)  # mkdtemp creates 0700
     try:
         write(tmp)
         for name, content in (extra or {}).items():
@@ -355,11 +361,13 @@ def write_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     target = checkpoints_dir / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{target.name}.tmp-"))
+    follow_umask(tmp)  # mkdtemp creates 0700
     try:
         write_model_files(model, tmp)
         tensors: dict[str, Tensor] = {}
         encoded = encode_state(state, tensors, "state")
         save_file(tensors, tmp / STATE_TENSORS, metadata={"format": "pt"})
+        follow_umask(tmp / STATE_TENSORS)
         _fsync_path(tmp / STATE_TENSORS)
         _write_bytes(tmp / STATE_JSON, _json_bytes(encoded))
         files = sorted(p.name for p in tmp.iterdir() if p.is_file())
