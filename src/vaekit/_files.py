@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 
-def _read_umask() -> int:
-    """The process umask, read without changing it where the OS allows."""
+def _proc_umask() -> int | None:
+    """The process umask from ``/proc/self/status`` (Linux), or None where that is unreadable."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
@@ -15,13 +15,18 @@ def _read_umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    # os.umask can only be read by setting it; done once, at import, before any threads of ours.
+    return None
+
+
+def _probe_umask() -> int:
+    """The umask read the only portable way, by setting it; done once, at import."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-_IMPORT_UMASK = _read_umask()
+_proc_at_import = _proc_umask()
+_IMPORT_UMASK: int = _probe_umask() if _proc_at_import is None else _proc_at_import
 
 
 def follow_umask(path: str | os.PathLike[str]) -> None:
@@ -32,6 +37,8 @@ def follow_umask(path: str | os.PathLike[str]) -> None:
     readable by their owner only (0600, 0700); saved models would then be unreadable to the
     rest of a group sharing a directory, unlike every other file the user writes.
     """
-    umask = _read_umask() if os.path.exists("/proc/self/status") else _IMPORT_UMASK
+    umask = _proc_umask()
+    if umask is None:  # no /proc: the umask as it was at import
+        umask = _IMPORT_UMASK
     path = Path(path)
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)

@@ -360,9 +360,8 @@ def write_checkpoint(
     for stale in checkpoints_dir.glob(".step-*.tmp-*"):  # left by a killed process
         shutil.rmtree(stale, ignore_errors=True)
     target = checkpoints_dir / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{target.name}.tmp-"))
-    follow_umask(tmp)  # mkdtemp creates 0700
-    try:
+
+    def fill(tmp: Path) -> None:
         write_model_files(model, tmp)
         tensors: dict[str, Tensor] = {}
         encoded = encode_state(state, tensors, "state")
@@ -377,11 +376,8 @@ def write_checkpoint(
             "files": {name: _sha256(tmp / name) for name in files},
         }
         _write_bytes(tmp / MANIFEST, _json_bytes(manifest))
-        _fsync_path(tmp)
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_model_dir(fill, target)  # same temporary name, fsync and replace as a model directory
     prune_checkpoints(checkpoints_dir, keep_last, protect)
     return target
 
