@@ -86,8 +86,11 @@ def main() -> None:
             test_samples=full["num_samples"],
         )
     if store is not model:
-        training["weights"] = "float16 (load with dtype=torch.float32); nll_test was measured "
-        training["weights"] += "on the float32 weights, nll_subset on these"
+        training["weights"] = "float16 (load with dtype=torch.float32); " + (
+            "nll_test was measured on the float32 weights, nll_subset on these"
+            if args.full_metrics
+            else "nll_subset was measured on these"
+        )
     for key in ("dataset_kwargs",):
         if dataset_kwargs:
             training[key] = json.dumps(dataset_kwargs)
