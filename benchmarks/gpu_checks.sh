@@ -24,9 +24,9 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 DEVICE=${GPU_CHECKS_DEVICE:-cuda}
 EPOCHS=${GPU_CHECKS_EPOCHS:-30}
-SMOKE_TRAIN=() SMOKE_EVAL=(--limit 500 --num-samples 1000)
+TRAIN_LIMITS=() EVAL_ARGS=(--limit 500 --num-samples 1000)
 if [ -n "${GPU_CHECKS_SMOKE:-}" ]; then
-    EPOCHS=1 SMOKE_TRAIN=(--train.max_steps 20) SMOKE_EVAL=(--limit 50 --num-samples 5)
+    EPOCHS=1 TRAIN_LIMITS=(--train.max_steps 20) EVAL_ARGS=(--limit 50 --num-samples 5)
 fi
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -57,10 +57,10 @@ quality() {
     local start=$SECONDS
     timeout 330 "$PY" -m vaekit.cli train --config benchmarks/configs/fashion_conv.yaml \
         --output-dir "$run" --device "$DEVICE" --epochs "$EPOCHS" --train.batch_size 256 \
-        --train.kl_warmup_steps 2150 "${SMOKE_TRAIN[@]}" 2>&1 | tail -n 5 || status=1
+        --train.kl_warmup_steps 2150 "${TRAIN_LIMITS[@]}" 2>&1 | tail -n 5 || status=1
     echo "training: $((SECONDS - start)) s for $EPOCHS epochs" | tee "$OUT/quality.txt"
     cp "$run/metrics.jsonl" "$OUT/fashion_conv_metrics.jsonl" 2>/dev/null
-    timeout 120 "$PY" benchmarks/quality.py "$run" --device "$DEVICE" "${SMOKE_EVAL[@]}" \
+    timeout 120 "$PY" benchmarks/quality.py "$run" --device "$DEVICE" "${EVAL_ARGS[@]}" \
         --batch-size 500 --json "$OUT/fashion_conv_subset.json" \
         2>&1 | tee -a "$OUT/quality.txt" || status=1
 }

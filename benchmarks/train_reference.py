@@ -67,7 +67,6 @@ def main() -> None:
     store = model
     if params * 4 > MAX_BYTES:  # ship float16 weights; users load with dtype=torch.float32
         store = vaekit.AutoVAE.from_pretrained(args.run, dtype=torch.float16)
-        model = vaekit.AutoVAE.from_pretrained(args.run, dtype=torch.float32)
         model.load_state_dict({k: v.float() for k, v in store.state_dict().items()})
     dataset_kwargs = json.loads(args.dataset_kwargs)
     metrics = subset_metrics(
@@ -91,9 +90,8 @@ def main() -> None:
             if args.full_metrics
             else "nll_subset was measured on these"
         )
-    for key in ("dataset_kwargs",):
-        if dataset_kwargs:
-            training[key] = json.dumps(dataset_kwargs)
+    if dataset_kwargs:
+        training["dataset_kwargs"] = json.dumps(dataset_kwargs)
     out = Path(args.out)
     store.save_pretrained(
         out,
